@@ -1,0 +1,48 @@
+"""group-relay: verified intake of chat-group events, fanned out by Celery workers."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from relay.config import RelayConfig
+from relay.settings import Settings
+
+__version__ = "0.1.0"
+__all__ = ["create_app", "Settings", "__version__"]
+
+
+def create_app(settings: Settings | None = None, config: RelayConfig | None = None) -> Flask:
+    """Build the web app; reads ``RELAY_*`` and the config file only when not given them."""
+    from relay.health import health
+    from relay.logging import configure_logging
+    from relay.receiver import hooks
+    from relay.runtime import Runtime
+
+    settings = settings or Settings()
+    configure_logging(settings)
+    runtime = Runtime.build(settings, config)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body, RELAY_SETTINGS=settings)
+    app.extensions["relay"] = runtime
+    app.register_blueprint(hooks)
+    app.register_blueprint(health)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        status = error.code or 500
+        if status == 413:
+            code = "payload_too_large"
+        body = json.dumps({"error": code, "detail": error.description or error.name})
+        return Response(body, status=status, content_type="application/json")
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        app.logger.exception("unexpected error")
+        body = json.dumps({"error": "internal_error", "detail": "the relay failed; see its log"})
+        return Response(body, status=500, content_type="application/json")
+
+    return app

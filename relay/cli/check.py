@@ -1,0 +1,34 @@
+"""``relay check [FILE]``: validate the config and name every problem by its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from relay.config import load_config
+from relay.errors import ConfigError
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+def check(file: Path | None) -> None:
+    """Validate FILE (default: $RELAY_CONFIG or relay.yaml); exit 1 listing each problem."""
+    from relay.settings import Settings
+
+    path = file or Settings().config
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        count = len(exc.problems)
+        click.echo(f"{path}: {count} problem{'s' if count != 1 else ''}", err=True)
+        raise SystemExit(1) from None
+    click.echo(
+        f"{path}: ok ({len(config.sources)} sources, {len(config.targets)} targets, "
+        f"{len(config.routes)} routes)"
+    )
+
+
+COMMANDS = [check]

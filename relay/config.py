@@ -1,0 +1,334 @@
+"""The routing config: one YAML file of ``sources``, ``targets`` and ``routes``.
+
+Strings may reference environment variables as ``${NAME}`` (``$${`` writes a literal
+``${``). Loading collects *every* problem, each named by its path in the file
+(``routes[2].targets[0]: unknown target 'jria'``), and raises one ``ConfigError``.
+Kind-specific options of sources and targets are validated by the kind's own
+``Options`` model from the registry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from relay.durations import Duration
+from relay.errors import ConfigError
+from relay.events import EVENT_TYPES
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_ENV_REF = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """How long a target's deliveries keep being retried."""
+
+    max_attempts: int = Field(8, ge=1, le=100)
+    max_age: Duration = Field(24 * 3600, gt=0)
+    backoff_base: Duration = Field(2.0, gt=0)
+    backoff_cap: Duration = Field(3600.0, gt=0)
+
+
+class SourceConfig(_Strict):
+    """Fields every source has; ``options`` holds what its kind adds."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    kind: str
+    dedupe_ttl: Duration | None = Field(None, gt=0)
+    options: Any = None
+
+
+class TargetConfig(_Strict):
+    """Fields every target has; ``options`` holds what its kind adds."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    kind: str
+    retry: RetryPolicy = RetryPolicy()
+    allow_private: bool = False
+    timeout: Duration | None = Field(None, gt=0)
+    options: Any = None
+
+
+class RouteFilter(_Strict):
+    """Which events a route takes; every given condition must hold."""
+
+    type: list[str] | None = None
+    group: list[str] | None = None
+    sender: list[str] | None = None
+    text: str | None = Field(None, description="Regular expression searched in the text.")
+    has_files: bool | None = None
+
+    @field_validator("type", "group", "sender", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("type")
+    @classmethod
+    def _known_types(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if item not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {item!r}; one of {', '.join(EVENT_TYPES)}")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class RouteConfig(_Strict):
+    source: str
+    when: RouteFilter = RouteFilter()
+    targets: list[str] = Field(min_length=1)
+
+
+_COMMON_SOURCE_KEYS = set(SourceConfig.model_fields) - {"options"}
+_COMMON_TARGET_KEYS = set(TargetConfig.model_fields) - {"options"}
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The validated config, with lookups by id."""
+
+    sources: dict[str, SourceConfig]
+    targets: dict[str, TargetConfig]
+    routes: list[RouteConfig]
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    """Every value pulled from the environment, so logs and records can redact them."""
+
+    def routes_for(self, source_id: str) -> list[tuple[int, RouteConfig]]:
+        return [(i, r) for i, r in enumerate(self.routes) if r.source == source_id]
+
+
+def path_of(loc: Iterable[object]) -> str:
+    """``("routes", 2, "targets", 0)`` → ``routes[2].targets[0]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if p not in ("function-after", "function-before")]
+        where = path_of([*(_split(prefix)), *loc]) if prefix else path_of(loc)
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return problems
+
+
+def _split(prefix: str) -> list[object]:
+    parts: list[object] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", prefix):
+        parts.append(int(index) if index else name)
+    return parts
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping instead of keeping the last."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is written twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def substitute_env(
+    value: Any, env: Mapping[str, str], path: str, problems: list[str], found: set[str]
+) -> Any:
+    """Replace ``${NAME}`` in every string; a missing variable is a problem at ``path``."""
+    if isinstance(value, dict):
+        return {
+            k: substitute_env(v, env, path_of([*_split(path), k]), problems, found)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            substitute_env(v, env, f"{path}[{i}]", problems, found) for i, v in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "${" + match.group(2) + "}"
+        name = match.group(2)
+        if name not in env:
+            problems.append(f"{path}: environment variable {name} is not set")
+            return ""
+        found.add(env[name])
+        return env[name]
+
+    return _ENV_REF.sub(replace, value)
+
+
+def parse_config(
+    data: Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    source_options: Mapping[str, type[BaseModel]] | None = None,
+    target_options: Mapping[str, type[BaseModel]] | None = None,
+) -> RelayConfig:
+    """Validate already-loaded YAML data. Kinds missing from the option maps are unknown.
+
+    ``target_options=None`` skips target kinds entirely (the web process does not
+    load target adapters); the CLI and workers pass the full registry.
+    """
+    if source_options is None:
+        from relay.registry import source_option_models
+
+        source_options = source_option_models()
+    problems: list[str] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["the config must be a mapping with sources, targets and routes"])
+    found: set[str] = set()
+    data = substitute_env(data, os.environ if env is None else env, "", problems, found)
+    for key in data:
+        if key not in ("sources", "targets", "routes"):
+            problems.append(f"{key}: unknown key (expected sources, targets, routes)")
+
+    sources = _parse_items(
+        data.get("sources") or [], "sources", SourceConfig, _COMMON_SOURCE_KEYS,
+        source_options, problems,
+    )
+    targets = _parse_items(
+        data.get("targets") or [], "targets", TargetConfig, _COMMON_TARGET_KEYS,
+        target_options, problems,
+    )
+    routes: list[RouteConfig] = []
+    raw_routes = data.get("routes") or []
+    if not isinstance(raw_routes, list):
+        problems.append("routes: must be a list")
+        raw_routes = []
+    for i, raw in enumerate(raw_routes):
+        try:
+            route = RouteConfig.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, f"routes[{i}]"))
+            continue
+        if route.source not in sources:
+            problems.append(f"routes[{i}].source: unknown source {route.source!r}"
+                            + _did_you_mean(route.source, sources))
+        for j, target in enumerate(route.targets):
+            if target not in targets:
+                problems.append(f"routes[{i}].targets[{j}]: unknown target {target!r}"
+                                + _did_you_mean(target, targets))
+        routes.append(route)
+    if problems:
+        raise ConfigError(problems)
+    return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4))
+
+
+def _parse_items(
+    items: Any,
+    section: str,
+    model: type[SourceConfig] | type[TargetConfig],
+    common_keys: set[str],
+    option_models: Mapping[str, type[BaseModel]] | None,
+    problems: list[str],
+) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    if not isinstance(items, list):
+        problems.append(f"{section}: must be a list")
+        return parsed
+    for i, raw in enumerate(items):
+        where = f"{section}[{i}]"
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: must be a mapping")
+            continue
+        common = {k: v for k, v in raw.items() if k in common_keys}
+        extra = {k: v for k, v in raw.items() if k not in common_keys}
+        try:
+            item = model.model_validate(common)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, where))
+            continue
+        options: Any = extra
+        if option_models is not None:
+            options_model = option_models.get(item.kind)
+            if options_model is None:
+                problems.append(f"{where}.kind: unknown kind {item.kind!r}; one of "
+                                + ", ".join(sorted(option_models)))
+                continue
+            try:
+                options = options_model.model_validate(extra)
+            except ValidationError as exc:
+                problems.extend(validation_problems(exc, where))
+                continue
+        if item.id in parsed:
+            problems.append(f"{where}.id: {item.id!r} is used twice")
+            continue
+        parsed[item.id] = item.model_copy(update={"options": options})
+    return parsed
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def read_yaml(path: Path) -> Any:
+    """Load the YAML file; an unreadable or malformed file is a ``ConfigError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file (run `relay init` to write one)"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read: {exc.strerror}"]) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+
+
+def load_config(
+    path: Path, *, with_targets: bool = True, env: Mapping[str, str] | None = None
+) -> RelayConfig:
+    """Read and validate the config file; ``with_targets`` also checks target options."""
+    target_options = None
+    if with_targets:
+        from relay.registry import target_option_models
+
+        target_options = target_option_models()
+    return parse_config(read_yaml(path), env=env, target_options=target_options)

@@ -1,0 +1,46 @@
+"""Every Redis key and queue name the relay uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "relay:"
+FANOUT_QUEUE = "relay.fanout"
+FAMILIES = ("notify", "pm", "storage", "webhook")
+FANOUT_TASK = "relay.fanout"
+DELIVER_TASK = "relay.deliver"
+
+SCHEDULE = PREFIX + "schedule"  # ZSET delivery_id -> due time
+INFLIGHT = PREFIX + "inflight"  # ZSET "fanout:<event>" / "deliver:<delivery>" -> deadline
+DLQ = PREFIX + "dlq"  # ZSET delivery_id -> time it died
+EVENTS = PREFIX + "events"  # ZSET event_id -> received time
+SCHEDULER_HEARTBEAT = PREFIX + "scheduler:heartbeat"
+
+
+def deliver_queue(family: str) -> str:
+    return f"relay.deliver.{family}"
+
+
+ALL_QUEUES = (FANOUT_QUEUE, *(deliver_queue(f) for f in FAMILIES))
+
+
+def dedupe(source_id: str, key: str) -> str:
+    return f"{PREFIX}dedupe:{source_id}:{key}"
+
+
+def event(event_id: str) -> str:
+    return f"{PREFIX}event:{event_id}"
+
+
+def event_deliveries(event_id: str) -> str:
+    return f"{PREFIX}event:{event_id}:deliveries"
+
+
+def delivery(delivery_id: str) -> str:
+    return f"{PREFIX}delivery:{delivery_id}"
+
+
+def attempts(delivery_id: str) -> str:
+    return f"{PREFIX}attempts:{delivery_id}"
+
+
+def lock(delivery_id: str) -> str:
+    return f"{PREFIX}lock:{delivery_id}"

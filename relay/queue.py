@@ -1,0 +1,158 @@
+"""Atomic record-and-enqueue steps, each one Redis script.
+
+Every place a task enters a Celery queue also writes the record that explains it and
+an entry in the in-flight set (``relay:inflight``, member → deadline). The scheduler
+re-enqueues any entry whose deadline passes, so a message lost by the broker (a worker
+killed between ``BRPOP`` and kombu's unacked bookkeeping, a flushed queue) is redone,
+not lost. Duplicates that this may cause are dropped by the delivery's status check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import redis
+
+from relay import keys
+from relay.taskmsg import encode_task_message
+
+_INTAKE = """
+if ARGV[8] == '1' then
+  local existing = redis.call('GET', KEYS[1])
+  if existing then return existing end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+end
+redis.call('HSET', KEYS[2], 'data', ARGV[2], 'received_at', ARGV[7], 'status', 'queued')
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[6], 'fanout:' .. ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[5])
+return false
+"""
+
+_CREATE_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], 'deliver:' .. ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_RELEASE_DUE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[4]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+redis.call('HSET', KEYS[4], 'status', 'queued')
+redis.call('ZADD', KEYS[3], ARGV[3], 'deliver:' .. ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_REQUEUE_INFLIGHT = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_REPLAY = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'status', 'queued', 'attempts', 0, 'window_start', ARGV[4],
+           'replayed_at', ARGV[4], 'updated_at', ARGV[4])
+redis.call('HDEL', KEYS[2], 'dead_at', 'dead_reason')
+redis.call('HINCRBY', KEYS[2], 'replays', 1)
+for i = 5, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[3], 'deliver:' .. ARGV[1])
+redis.call('LPUSH', KEYS[4], ARGV[2])
+return 1
+"""
+
+
+class Queue:
+    """Enqueue operations against one Redis; ``lease`` is how long a task may stay in flight."""
+
+    def __init__(self, client: redis.Redis, *, lease: float, retention: float) -> None:
+        self.redis = client
+        self.lease = lease
+        self.retention = int(retention)
+        self._intake = client.register_script(_INTAKE)
+        self._create_delivery = client.register_script(_CREATE_DELIVERY)
+        self._release_due = client.register_script(_RELEASE_DUE)
+        self._requeue_inflight = client.register_script(_REQUEUE_INFLIGHT)
+        self._replay = client.register_script(_REPLAY)
+
+    def accept_event(
+        self, source_id: str, event_id: str, event_json: str, *,
+        dedupe_key: str | None, dedupe_ttl: float,
+    ) -> str | None:
+        """Record and enqueue an event; return the earlier event id if it is a resend.
+
+        Dedupe key, record and queue entry are written by one script: a crash or a lost
+        connection leaves either all of them or none, so a sender's retry is never
+        mistaken for a duplicate of an event that was not queued.
+        """
+        now = time.time()
+        message = encode_task_message(keys.FANOUT_TASK, [event_id], keys.FANOUT_QUEUE)
+        result = self._intake(
+            keys=[
+                keys.dedupe(source_id, dedupe_key or "-"), keys.event(event_id),
+                keys.FANOUT_QUEUE, keys.INFLIGHT, keys.EVENTS,
+            ],
+            args=[
+                event_id, event_json, max(1, int(dedupe_ttl)), self.retention, message,
+                now + self.lease, f"{now:.6f}", "1" if dedupe_key else "0",
+            ],
+        )
+        return result.decode() if isinstance(result, bytes) else None
+
+    def create_delivery(self, fields: Mapping[str, str | int | float], queue: str) -> bool:
+        """Record a delivery and enqueue it, unless it exists already (a fan-out rerun)."""
+        delivery_id = str(fields["id"])
+        message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
+        flat: list[str | int | float] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        created = self._create_delivery(
+            keys=[
+                keys.delivery(delivery_id), queue, keys.INFLIGHT,
+                keys.event_deliveries(str(fields["event_id"])),
+            ],
+            args=[delivery_id, message, time.time() + self.lease, self.retention, *flat],
+        )
+        return bool(created)
+
+    def release_due(self, delivery_id: str, queue: str, now: float) -> bool:
+        """Move one due delivery from the schedule to its queue; false if another did."""
+        message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
+        return bool(self._release_due(
+            keys=[keys.SCHEDULE, queue, keys.INFLIGHT, keys.delivery(delivery_id)],
+            args=[delivery_id, message, now + self.lease, now],
+        ))
+
+    def requeue_inflight(self, member: str, queue: str, now: float) -> bool:
+        """Push again a task whose in-flight deadline passed; false if it moved on."""
+        kind, _, ident = member.partition(":")
+        task = keys.FANOUT_TASK if kind == "fanout" else keys.DELIVER_TASK
+        message = encode_task_message(task, [ident], queue)
+        return bool(self._requeue_inflight(
+            keys=[keys.INFLIGHT, queue], args=[member, message, now + self.lease, now]
+        ))
+
+    def replay(self, delivery_id: str, queue: str) -> bool:
+        """Send a dead letter again under the same delivery id; false if not dead (any more)."""
+        now = time.time()
+        message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
+        return bool(self._replay(
+            keys=[
+                keys.DLQ, keys.delivery(delivery_id), keys.INFLIGHT, queue,
+                keys.attempts(delivery_id),
+            ],
+            args=[delivery_id, message, now + self.lease, f"{now:.6f}", self.retention],
+        ))

@@ -1,0 +1,102 @@
+"""``POST /hooks/<source-id>``: verify, parse, dedupe and durably enqueue one event.
+
+Checks run in this order, cheapest and least trusting first: size cap (413) → known
+source (404) → platform handshake → signature on the raw bytes (401) → parse (400,
+415, 422) → dedupe + enqueue in one Redis script (503 if Redis is away) → 202, or
+200 with ``"duplicate": true`` for a resend. A 2xx always means the event is queued.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+import structlog
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from relay.errors import IntakeError, PayloadTooLarge, Unavailable, UnknownSource
+from relay.runtime import Runtime
+from relay.sources.base import InboundRequest, Reply
+
+log = structlog.get_logger("relay.receiver")
+hooks = Blueprint("hooks", __name__)
+
+
+def _inbound(max_body: int) -> InboundRequest:
+    if request.content_length is not None and request.content_length > max_body:
+        raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {max_body}")
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"body is larger than the limit of {max_body} bytes") from None
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.items(lower=True):
+        headers.setdefault(name, []).append(value)
+    return InboundRequest(
+        method=request.method,
+        headers=headers,
+        body=body,
+        args={k: request.args.getlist(k) for k in request.args},
+        remote_addr=request.remote_addr,
+    )
+
+
+def _respond(reply: Reply) -> Response:
+    response = Response(reply.body, status=reply.status, content_type=reply.content_type)
+    for name, value in reply.headers.items():
+        response.headers[name] = value
+    return response
+
+
+@hooks.route("/hooks/<source_id>", methods=["POST", "GET"])
+def receive(source_id: str) -> Response:
+    runtime: Runtime = current_app.extensions["relay"]
+    started = time.perf_counter()
+    inbound = _inbound(runtime.settings.max_body)
+    source = runtime.sources.get(source_id)
+    if source is None:
+        raise UnknownSource(f"no source with id {source_id!r} is configured")
+    handshake = source.handshake(inbound)
+    if handshake is not None:
+        return _respond(handshake)
+    if inbound.method != "POST":
+        return _respond(Reply(405, b'{"error": "method_not_allowed", "detail": "use POST"}',
+                              headers={"Allow": "POST"}))
+    source.verify(inbound)
+    parsed = source.parse(inbound)
+    event = parsed.event
+    try:
+        earlier = runtime.queue.accept_event(
+            source_id, event.id, event.to_json(),
+            dedupe_key=parsed.dedupe_key, dedupe_ttl=runtime.dedupe_ttl(source_id),
+        )
+    except redis.RedisError as exc:
+        log.error("intake.unavailable", source=source_id, error=type(exc).__name__)
+        raise Unavailable("the queue is unreachable; retry later", retry_after=5) from None
+    duplicate = earlier is not None
+    event_id = earlier if earlier is not None else event.id
+    log.info(
+        "intake.accepted", source=source_id, event_id=event_id, type=event.type,
+        duplicate=duplicate, ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return _respond(source.reply(event_id, duplicate=duplicate))
+
+
+@hooks.errorhandler(IntakeError)
+def _refused(error: IntakeError) -> Response:
+    log.info("intake.refused", path=request.path, status=error.status, error=error.code)
+    return error_response(error)
+
+
+def error_response(error: IntakeError) -> Response:
+    import json
+
+    response = Response(
+        json.dumps({"error": error.code, "detail": error.detail}),
+        status=error.status,
+        content_type="application/json",
+    )
+    if isinstance(error, Unavailable):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response

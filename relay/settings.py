@@ -1,0 +1,55 @@
+"""Infrastructure settings from ``RELAY_*`` environment variables, shared by web, worker and CLI.
+
+The routing config (sources, targets, routes) lives in the YAML file named by
+``RELAY_CONFIG``; this object holds only how the relay runs. It is read when a process
+starts (``Settings()``), never at import time, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relay.durations import Duration, Size
+
+
+class Settings(BaseSettings):
+    """How this relay process runs; every field maps to ``RELAY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", frozen=True)
+
+    config: Path = Field(Path("relay.yaml"), description="Path of the YAML routing config.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for queues and records.")
+    redis_timeout: Duration = Field(2.0, description="Socket timeout of Redis calls at intake.")
+    max_body: Size = Field(1024 * 1024, description="Largest accepted request body.")
+    retention: Duration = Field(7 * 86400, description="How long event and delivery records live.")
+    dedupe_ttl: Duration | None = Field(
+        None, description="Override of every source's dedupe window (else per source kind)."
+    )
+    visibility_timeout: Duration = Field(
+        3600, description="Broker visibility timeout; unacked tasks older than this are redone."
+    )
+    task_time_limit: Duration = Field(300, description="Hard limit of one task run.")
+    http_timeout: Duration = Field(15, description="Default timeout of one outbound request.")
+    scheduler_interval: Duration = Field(0.2, description="How often the scheduler polls.")
+    worker_concurrency: int = Field(64, ge=1, description="Green threads per worker process.")
+    state_dir: Path = Field(Path(".relay"), description="Where `relay up` keeps embedded Redis.")
+    log_level: str = Field("INFO")
+    log_format: str = Field("console", pattern="^(json|console)$")
+
+    @model_validator(mode="after")
+    def _limits_fit_visibility_timeout(self) -> Settings:
+        """A task must end well before the broker would hand its message to another worker."""
+        if self.task_time_limit >= self.visibility_timeout:
+            raise ValueError(
+                "RELAY_TASK_TIME_LIMIT must be shorter than RELAY_VISIBILITY_TIMEOUT "
+                f"({self.task_time_limit:g}s >= {self.visibility_timeout:g}s)"
+            )
+        if self.http_timeout * 2 >= self.task_time_limit:
+            raise ValueError(
+                "RELAY_HTTP_TIMEOUT must be under half of RELAY_TASK_TIME_LIMIT "
+                f"({self.http_timeout:g}s vs {self.task_time_limit:g}s)"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""``hmac``: generic HMAC-signed webhooks (placeholder until the full module lands)."""

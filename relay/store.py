@@ -1,0 +1,229 @@
+"""Records of events, deliveries, attempts and dead letters in Redis.
+
+Events, deliveries and attempts expire after the retention period; a dead letter
+keeps its delivery, attempts and a copy of its event until it is replayed or purged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from relay import keys
+
+_BEGIN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', 0, ''} end
+if status == 'delivered' or status == 'dead' then return {status, 0, ''} end
+if status == 'scheduled' then
+  local next_at = tonumber(redis.call('HGET', KEYS[1], 'next_at') or '0')
+  if next_at > tonumber(ARGV[3]) + 1 then return {'not_due', 0, ''} end
+end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {'locked', 0, ''}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[4], 'deliver:' .. ARGV[5])
+return {'run', attempts, status}
+"""
+
+
+@dataclass(frozen=True)
+class Begun:
+    """The answer to "may this message run the delivery now?"."""
+
+    verdict: str  # run | delivered | dead | missing | not_due | locked
+    attempt: int
+    previous_status: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    delivery: dict[str, str]
+    dead_at: float
+
+    @property
+    def id(self) -> str:
+        return self.delivery["id"]
+
+
+def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in mapping.items()}
+
+
+class Store:
+    """Reads and writes the relay's records."""
+
+    def __init__(self, client: redis.Redis, *, retention: float) -> None:
+        self.redis = client
+        self.retention = int(retention)
+        self._begin = client.register_script(_BEGIN)
+
+    # events ---------------------------------------------------------------------------
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        raw = _decode(self.redis.hgetall(keys.event(event_id)))
+        if not raw:
+            return None
+        return {
+            "event": json.loads(raw["data"]),
+            "received_at": float(raw.get("received_at", 0)),
+            "status": raw.get("status", "unknown"),
+        }
+
+    def event_json(self, event_id: str, delivery: dict[str, str] | None = None) -> str | None:
+        """The event's JSON, from its record or from the copy a dead letter keeps."""
+        data = self.redis.hget(keys.event(event_id), "data")
+        if data is not None:
+            return data.decode()
+        return (delivery or {}).get("event")
+
+    def mark_event(self, event_id: str, status: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(keys.event(event_id), "status", status)
+        pipe.expire(keys.event(event_id), self.retention)
+        pipe.zrem(keys.INFLIGHT, f"fanout:{event_id}")
+        pipe.execute()
+
+    def recent_events(self, limit: int = 50) -> list[str]:
+        return [m.decode() for m in self.redis.zrevrange(keys.EVENTS, 0, limit - 1)]
+
+    def event_delivery_ids(self, event_id: str) -> list[str]:
+        return sorted(m.decode() for m in self.redis.smembers(keys.event_deliveries(event_id)))
+
+    # deliveries -----------------------------------------------------------------------
+    def delivery(self, delivery_id: str) -> dict[str, str] | None:
+        raw = _decode(self.redis.hgetall(keys.delivery(delivery_id)))
+        return raw or None
+
+    def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+        return [json.loads(a) for a in self.redis.lrange(keys.attempts(delivery_id), 0, -1)]
+
+    def begin(self, delivery_id: str, token: str, lock_ttl: float, deadline: float) -> Begun:
+        """Claim the delivery for one run: bumps the attempt counter and takes its lock."""
+        verdict, attempt, previous = self._begin(
+            keys=[
+                keys.delivery(delivery_id), keys.lock(delivery_id), keys.INFLIGHT, keys.SCHEDULE,
+            ],
+            args=[token, int(lock_ttl * 1000), f"{time.time():.6f}", deadline, delivery_id],
+        )
+        return Begun(verdict.decode(), int(attempt), previous.decode())
+
+    def add_attempt(self, delivery_id: str, attempt: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline()
+        pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
+        pipe.expire(keys.attempts(delivery_id), self.retention)
+        pipe.execute()
+
+    def finish_delivered(self, delivery_id: str, attempt: dict[str, Any]) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
+        pipe.expire(keys.attempts(delivery_id), self.retention)
+        pipe.hset(keys.delivery(delivery_id), mapping={
+            "status": "delivered", "delivered_at": f"{now:.6f}", "updated_at": f"{now:.6f}",
+            "last_error": "",
+        })
+        pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
+        pipe.delete(keys.lock(delivery_id))
+        pipe.execute()
+
+    def finish_retry(self, delivery_id: str, attempt: dict[str, Any], due: float) -> None:
+        """Park the delivery in the durable schedule until ``due``."""
+        now = time.time()
+        pipe = self.redis.pipeline()
+        if attempt:
+            pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
+            pipe.expire(keys.attempts(delivery_id), self.retention)
+        pipe.hset(keys.delivery(delivery_id), mapping={
+            "status": "scheduled", "next_at": f"{due:.6f}", "updated_at": f"{now:.6f}",
+            "last_error": attempt.get("error") or "",
+        })
+        pipe.zadd(keys.SCHEDULE, {delivery_id: due})
+        pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
+        pipe.delete(keys.lock(delivery_id))
+        pipe.execute()
+
+    def finish_dead(
+        self, delivery_id: str, attempt: dict[str, Any] | None, reason: str, event_json: str
+    ) -> None:
+        """Dead-letter: keep delivery, attempts and a copy of the event until purged."""
+        now = time.time()
+        pipe = self.redis.pipeline()
+        if attempt:
+            pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
+        pipe.hset(keys.delivery(delivery_id), mapping={
+            "status": "dead", "dead_at": f"{now:.6f}", "dead_reason": reason,
+            "updated_at": f"{now:.6f}", "event": event_json,
+            "last_error": (attempt or {}).get("error") or reason,
+        })
+        pipe.persist(keys.delivery(delivery_id))
+        pipe.persist(keys.attempts(delivery_id))
+        pipe.zadd(keys.DLQ, {delivery_id: now})
+        pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
+        pipe.zrem(keys.SCHEDULE, delivery_id)
+        pipe.delete(keys.lock(delivery_id))
+        pipe.execute()
+
+    # dead letters ---------------------------------------------------------------------
+    def dead_letters(
+        self,
+        *,
+        target: str | None = None,
+        source: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
+        limit: int | None = None,
+    ) -> Iterator[DeadLetter]:
+        """Dead letters, oldest first, matching every given filter (ages in seconds)."""
+        now = time.time()
+        low = now - newer_than if newer_than is not None else "-inf"
+        high = now - older_than if older_than is not None else "+inf"
+        found = 0
+        for member, score in self.redis.zrangebyscore(keys.DLQ, low, high, withscores=True):
+            delivery = self.delivery(member.decode())
+            if delivery is None:
+                continue
+            if target and delivery.get("target") != target:
+                continue
+            if source and delivery.get("source") != source:
+                continue
+            yield DeadLetter(delivery, score)
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+    def purge(self, delivery_id: str) -> bool:
+        """Forget a dead letter for good; false if it is not in the dead-letter queue."""
+        if not self.redis.zrem(keys.DLQ, delivery_id):
+            return False
+        self.redis.delete(keys.delivery(delivery_id), keys.attempts(delivery_id))
+        return True
+
+    def dlq_size(self) -> int:
+        return int(self.redis.zcard(keys.DLQ))
+
+    # queues ---------------------------------------------------------------------------
+    def queue_stats(self) -> dict[str, Any]:
+        pipe = self.redis.pipeline()
+        for name in keys.ALL_QUEUES:
+            pipe.llen(name)
+        pipe.zcard(keys.SCHEDULE)
+        pipe.zcount(keys.SCHEDULE, "-inf", time.time())
+        pipe.zrange(keys.SCHEDULE, 0, 0, withscores=True)
+        pipe.zcard(keys.INFLIGHT)
+        pipe.zcard(keys.DLQ)
+        results = pipe.execute()
+        depths = dict(zip(keys.ALL_QUEUES, results[: len(keys.ALL_QUEUES)], strict=True))
+        scheduled, due, oldest, inflight, dead = results[len(keys.ALL_QUEUES):]
+        lag = max(0.0, time.time() - oldest[0][1]) if oldest and due else 0.0
+        return {
+            "queues": depths, "scheduled": scheduled, "scheduled_due": due,
+            "schedule_lag_seconds": round(lag, 3), "in_flight": inflight, "dead_letters": dead,
+        }

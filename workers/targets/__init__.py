@@ -1,0 +1,1 @@
+"""Target adapters, one module per kind, registered as ``group_relay.targets`` entry points."""
