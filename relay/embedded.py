@@ -77,7 +77,9 @@ class EmbeddedRedis:
                     self.stop()
                     log = self.data_dir / "redis.log"
                     tail = log.read_text()[-2000:] if log.exists() else ""
-                    raise RelayError(f"redis-server did not start on port {self.port}: {tail}")
+                    raise RelayError(
+                        f"redis-server did not start on port {self.port}: {tail}"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -127,6 +127,7 @@ class RelayProcesses:
     def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
         command = [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-P", "gevent", "-c", "20", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h", *extra,
         ]
         return self._start(name, command)
@@ -135,11 +136,11 @@ class RelayProcesses:
         return self._start(name, [sys.executable, "-m", "relay.cli", "scheduler"])
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            start_new_session=True,
-        )
+        with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own fd
+            proc = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 

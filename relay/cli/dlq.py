@@ -1,0 +1,179 @@
+"""``relay dlq ls|show|replay|purge``: inspect and act on dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from relay.cli.common import load_runtime
+from relay.durations import parse_duration
+from relay.runtime import Runtime
+from relay.store import DeadLetter
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationType()
+
+
+def _filters(func: Any) -> Any:
+    for option in reversed([
+        click.option("--target", help="Only dead letters of this target id."),
+        click.option("--source", help="Only dead letters of events from this source id."),
+        click.option("--older-than", type=DURATION, help="Dead for at least this long (1h)."),
+        click.option("--newer-than", type=DURATION, help="Dead for at most this long (30m)."),
+        click.option("--config", type=click.Path(path_type=Path), help="Config file."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _select(runtime: Runtime, ids: tuple[str, ...], select_all: bool,
+            target: str | None, source: str | None,
+            older_than: float | None, newer_than: float | None) -> Iterator[DeadLetter]:
+    filtered = any(v is not None for v in (target, source, older_than, newer_than))
+    if ids and (select_all or filtered):
+        raise click.UsageError("give delivery ids, or --all / filters, not both")
+    if not ids and not (select_all or filtered):
+        raise click.UsageError("give delivery ids, or --all, or a filter such as --target")
+    if ids:
+        for delivery_id in ids:
+            delivery = runtime.store.delivery(delivery_id)
+            if delivery is None or delivery.get("status") != "dead":
+                click.echo(f"{delivery_id}: not in the dead-letter queue", err=True)
+                continue
+            yield DeadLetter(delivery, float(delivery.get("dead_at", 0)))
+        return
+    yield from runtime.store.dead_letters(
+        target=target, source=source, older_than=older_than, newer_than=newer_than)
+
+
+def _summary(letter: DeadLetter) -> dict[str, Any]:
+    d = letter.delivery
+    return {
+        "id": letter.id, "event_id": d.get("event_id"), "source": d.get("source"),
+        "target": d.get("target"), "attempts": int(d.get("attempts", 0)),
+        "dead_at": letter.dead_at, "reason": d.get("dead_reason"),
+        "last_error": d.get("last_error"),
+    }
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: deliveries that failed for good, kept until replayed or purged."""
+
+
+@dlq.command("ls")
+@_filters
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def ls(target: str | None, source: str | None, older_than: float | None,
+       newer_than: float | None, config: Path | None, limit: int, as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    runtime = load_runtime(config)
+    letters = list(runtime.store.dead_letters(target=target, source=source, older_than=older_than,
+                                              newer_than=newer_than, limit=limit))
+    if as_json:
+        for letter in letters:
+            click.echo(json.dumps(_summary(letter)))
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    now = time.time()
+    click.echo(f"{'DELIVERY':38} {'TARGET':16} {'SOURCE':12} {'TRIES':>5} {'AGE':>5}  REASON")
+    for letter in letters:
+        s = _summary(letter)
+        reason = (s["reason"] or "") + (f": {s['last_error']}" if s["last_error"] else "")
+        click.echo(f"{s['id']:38} {s['target'] or '':16} {s['source'] or '':12} "
+                   f"{s['attempts']:>5} {_age(now - letter.dead_at):>5}  {reason[:80]}")
+
+
+@dlq.command()
+@click.argument("delivery_id")
+@click.option("--config", type=click.Path(path_type=Path), help="Config file.")
+@click.option("--json", "as_json", is_flag=True)
+def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
+    """Show one dead letter: its event, target and every attempt."""
+    runtime = load_runtime(config)
+    delivery = runtime.store.delivery(delivery_id)
+    if delivery is None or delivery.get("status") != "dead":
+        click.echo(f"{delivery_id}: not in the dead-letter queue", err=True)
+        raise SystemExit(1)
+    letter = DeadLetter(delivery, float(delivery.get("dead_at", 0)))
+    detail = {**_summary(letter), "event": json.loads(delivery.get("event") or "null"),
+              "attempts_log": runtime.store.attempts(delivery_id)}
+    if as_json:
+        click.echo(json.dumps(detail, indent=2))
+        return
+    for key in ("id", "event_id", "source", "target", "attempts", "reason", "last_error"):
+        click.echo(f"{key:11} {detail[key]}")
+    click.echo("attempts:")
+    for a in detail["attempts_log"]:
+        click.echo(f"  #{a.get('n')} {a.get('outcome'):9} status={a.get('status', '-')} "
+                   f"{a.get('duration_ms', 0):.0f}ms {a.get('error', '')}")
+    click.echo("event:")
+    click.echo(json.dumps(detail["event"], indent=2))
+
+
+@dlq.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "select_all", is_flag=True, help="Every dead letter, or all matching.")
+@_filters
+@click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
+def replay(ids: tuple[str, ...], select_all: bool, target: str | None, source: str | None,
+           older_than: float | None, newer_than: float | None, config: Path | None,
+           dry_run: bool) -> None:
+    """Send dead letters again under their same delivery ids (targets can dedupe)."""
+    runtime = load_runtime(config)
+    letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
+    if dry_run:
+        click.echo(f"would replay {len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
+        return
+    replayed = sum(runtime.queue.replay(letter.id, letter.delivery["queue"]) for letter in letters)
+    click.echo(f"replayed {replayed} dead letter{'s' if replayed != 1 else ''}")
+    if ids and replayed < len(ids):
+        raise SystemExit(1)
+
+
+@dlq.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "select_all", is_flag=True, help="Every dead letter, or all matching.")
+@_filters
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(ids: tuple[str, ...], select_all: bool, target: str | None, source: str | None,
+          older_than: float | None, newer_than: float | None, config: Path | None,
+          yes: bool) -> None:
+    """Delete dead letters for good."""
+    runtime = load_runtime(config)
+    letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
+    if not letters:
+        click.echo("nothing to purge")
+        return
+    if not yes:
+        click.confirm(f"purge {len(letters)} dead letters for good?", abort=True)
+    purged = sum(runtime.store.purge(letter.id) for letter in letters)
+    click.echo(f"purged {purged} dead letter{'s' if purged != 1 else ''}")
+
+
+COMMANDS = [dlq]

@@ -1,0 +1,36 @@
+"""``relay scheduler``: the process that releases due retries and redoes lost tasks."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from relay.cli.common import load_settings
+from relay.logging import configure_logging
+from relay.queue import Queue
+from relay.runtime import redis_client
+from relay.scheduler import Scheduler
+
+
+@click.command()
+def scheduler() -> None:
+    """Run the scheduler until SIGTERM or Ctrl-C (several may run at once)."""
+    settings = load_settings()
+    configure_logging(settings)
+    client = redis_client(settings)
+    queue = Queue(client, lease=settings.visibility_timeout, retention=settings.retention)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    Scheduler(client, queue, interval=settings.scheduler_interval,
+              retention=settings.retention).run(stop)
+
+
+COMMANDS = [scheduler]

@@ -1,0 +1,195 @@
+"""End to end with real parts: receiver → Redis → Celery worker → scheduler → HTTP sink."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+from standardwebhooks.webhooks import Webhook
+from werkzeug import Request, Response
+
+from relay import keys
+from relay.cli import main
+from relay.config import SourceConfig
+from relay.registry import source_kinds
+from relay.sources.standard_webhooks import StandardWebhooksSource
+from tests.conftest import TEST_SECRET, ops_config, wait_for
+
+
+class Sink:
+    """A loopback HTTP sink that answers from a script of statuses and records arrivals."""
+
+    def __init__(self, server: HTTPServer, script: list[tuple[int, dict[str, str]]]) -> None:
+        self.server = server
+        self.script = list(script)
+        self.arrivals: list[tuple[float, Request]] = []
+        self.lock = threading.Lock()
+        server.expect_request("/in", method="POST").respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        with self.lock:
+            self.arrivals.append((time.time(), request))
+            status, headers = self.script.pop(0) if self.script else (200, {})
+        return Response("ok" if status < 300 else "nope", status=status, headers=headers)
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("/in")
+
+    def ids(self) -> list[str]:
+        return [r.headers["webhook-id"] for _, r in self.arrivals]
+
+
+def signed_post(client: FlaskClient, body: dict[str, Any], msg_id: str | None = None) -> Any:
+    source = source_kinds()["standard_webhooks"](
+        SourceConfig(id="ops", kind="standard_webhooks",
+                     options=StandardWebhooksSource.Options(secrets=[TEST_SECRET])))
+    sample = source.sample(json.dumps(body).encode())
+    headers = dict(sample.headers)
+    if msg_id is not None:  # re-sign under a fixed id, as a sender's resend would be
+        from relay import signing
+
+        headers["webhook-id"] = msg_id
+        headers["webhook-signature"] = signing.sign_header(
+            [signing.decode_secret(TEST_SECRET)], msg_id, headers["webhook-timestamp"], sample.body)
+    return client.post("/hooks/ops", data=sample.body, headers=headers)
+
+
+EVENT = {"type": "message.created",
+         "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"}}
+
+
+@pytest.fixture
+def pipeline(write_config: Callable[..., Path], client_for: Callable[[Path], FlaskClient],
+             relay_processes: Callable[..., Any], httpserver: HTTPServer) -> Callable[..., Any]:
+    def start(script: list[tuple[int, dict[str, str]]] | None = None, *,
+              retry: dict[str, Any] | None = None, **env: str) -> tuple[FlaskClient, Sink, Any]:
+        sink = Sink(httpserver, script or [])
+        config = ops_config(sink.url, retry=retry or {"max_attempts": 5, "backoff_base": "0.2s"})
+        path = write_config(config)
+        procs = relay_processes(path, **env)
+        return client_for(path), sink, procs
+
+    return start
+
+
+def delivery_of(redis_client: redis.Redis, event_id: str) -> str:
+    ids = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)))
+    return next(iter(ids)).decode()
+
+
+def status_of(redis_client: redis.Redis, delivery_id: str) -> str | None:
+    value = redis_client.hget(keys.delivery(delivery_id), "status")
+    return value.decode() if value else None
+
+
+def test_happy_path_delivers_a_signed_event_once(pipeline: Any, redis_client: redis.Redis) -> None:
+    client, sink, _ = pipeline()
+    response = signed_post(client, EVENT)
+    assert response.status_code == 202
+    event_id = response.get_json()["event_id"]
+    wait_for(lambda: sink.arrivals, timeout=30)
+    delivery_id = delivery_of(redis_client, event_id)
+    wait_for(lambda: status_of(redis_client, delivery_id) == "delivered")
+    [(_, request)] = sink.arrivals
+    body = request.get_data()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    payload = Webhook(TEST_SECRET).verify(body, headers)
+    assert payload["id"] == event_id and payload["text"] == "hi"
+    assert payload["group"] == {"id": "g1", "name": "Ops"}
+    assert headers["webhook-id"] == delivery_id
+
+
+def test_retry_then_success(pipeline: Any, redis_client: redis.Redis) -> None:
+    client, sink, _ = pipeline([(500, {}), (503, {})])
+    event_id = signed_post(client, EVENT).get_json()["event_id"]
+    delivery_id = delivery_of(redis_client, event_id)
+    wait_for(lambda: status_of(redis_client, delivery_id) == "delivered", timeout=30)
+    assert len(sink.arrivals) == 3
+    assert len(set(sink.ids())) == 1  # the same idempotency key on every attempt
+    attempts = redis_client.lrange(keys.attempts(delivery_id), 0, -1)
+    outcomes = [json.loads(a)["outcome"] for a in attempts]
+    assert outcomes == ["retry", "retry", "delivered"]
+
+
+def test_retry_after_is_honoured(pipeline: Any, redis_client: redis.Redis) -> None:
+    client, sink, _ = pipeline([(429, {"Retry-After": "2"})])
+    signed_post(client, EVENT)
+    wait_for(lambda: len(sink.arrivals) == 2, timeout=30)
+    gap = sink.arrivals[1][0] - sink.arrivals[0][0]
+    assert gap >= 2.0
+
+
+def test_exhaustion_dead_letters_with_every_attempt_then_replay_once(
+    pipeline: Any, redis_client: redis.Redis
+) -> None:
+    client, sink, procs = pipeline([(500, {})] * 3,
+                                   retry={"max_attempts": 3, "backoff_base": "0.1s"})
+    event_id = signed_post(client, EVENT).get_json()["event_id"]
+    delivery_id = delivery_of(redis_client, event_id)
+    wait_for(lambda: status_of(redis_client, delivery_id) == "dead", timeout=30)
+    assert len(sink.arrivals) == 3
+
+    runner = CliRunner()
+    env = procs.env
+    listed = runner.invoke(main, ["dlq", "ls", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [entry] = [json.loads(line) for line in listed.output.splitlines()]
+    assert entry["id"] == delivery_id and entry["attempts"] == 3 and entry["target"] == "sink"
+    assert "retries exhausted after 3 attempts" in entry["reason"]
+
+    shown = json.loads(runner.invoke(main, ["dlq", "show", delivery_id, "--json"], env=env).output)
+    assert [a["outcome"] for a in shown["attempts_log"]] == ["retry", "retry", "failed"]
+    assert all(a["status"] == 500 for a in shown["attempts_log"])
+    assert shown["event"]["id"] == event_id
+
+    # Two operators replay at the same time: the delivery goes out once, under its old id.
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        runner.invoke(main, ["dlq", "replay", delivery_id], env=env).output)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["replayed 0 dead letters\n", "replayed 1 dead letter\n"]
+    wait_for(lambda: status_of(redis_client, delivery_id) == "delivered", timeout=30)
+    time.sleep(1)
+    assert len(sink.arrivals) == 4
+    assert set(sink.ids()) == {delivery_id}
+    assert redis_client.zcard(keys.DLQ) == 0
+
+
+def test_duplicate_intake_delivers_once(pipeline: Any, redis_client: redis.Redis) -> None:
+    client, sink, _ = pipeline()
+    first = signed_post(client, EVENT, msg_id="msg_same")
+    again = signed_post(client, EVENT, msg_id="msg_same")
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.get_json() == {"event_id": first.get_json()["event_id"], "duplicate": True}
+    wait_for(lambda: sink.arrivals, timeout=30)
+    time.sleep(1.5)
+    assert len(sink.arrivals) == 1
+
+
+def test_a_delay_longer_than_the_visibility_timeout_runs_once(
+    pipeline: Any, redis_client: redis.Redis
+) -> None:
+    # Visibility timeout 6 s, the remote asks for 9 s: a Celery countdown would run twice.
+    client, sink, _ = pipeline(
+        [(503, {"Retry-After": "9"})], RELAY_VISIBILITY_TIMEOUT="6",
+        RELAY_TASK_TIME_LIMIT="4", RELAY_HTTP_TIMEOUT="1.5",
+    )
+    event_id = signed_post(client, EVENT).get_json()["event_id"]
+    delivery_id = delivery_of(redis_client, event_id)
+    wait_for(lambda: status_of(redis_client, delivery_id) == "delivered", timeout=40)
+    time.sleep(12)  # past another visibility timeout and kombu's restore sweep
+    assert len(sink.arrivals) == 2
+    assert sink.arrivals[1][0] - sink.arrivals[0][0] >= 9

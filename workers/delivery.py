@@ -1,0 +1,180 @@
+"""The delivery policy: one attempt, its typed outcome, and what happens next.
+
+Success → delivered. ``RetryableDeliveryError`` → back off (exponential, full jitter,
+at least the remote's ``Retry-After``) through the durable schedule, until the
+target's ``max_attempts`` or ``max_age`` is reached → dead letter.
+``PermanentDeliveryError`` → dead letter at once. The attempt counter is bumped
+*before* the adapter runs, so a delivery that keeps killing its worker also ends in
+the dead-letter queue instead of looping.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from relay import keys
+from relay.config import RetryPolicy
+from relay.errors import PermanentDeliveryError, RetryableDeliveryError
+from relay.events import GroupEvent
+from relay.redact import redact
+from workers.context import WorkerContext
+from workers.routing import delivery_id as make_delivery_id
+from workers.routing import route_matches
+from workers.targets.base import DeliveryContext
+
+log = structlog.get_logger("relay.delivery")
+LOCK_MARGIN = 5.0  # the task is killed at its time limit; the lock outlives it a little
+
+
+def retry_delay(
+    attempt: int, policy: RetryPolicy, retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^(attempt-1))], never below ``retry_after``."""
+    ceiling = min(policy.backoff_cap, policy.backoff_base * 2.0 ** min(attempt - 1, 60))
+    delay = (rng or random).uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def next_attempt_at(
+    attempt: int, policy: RetryPolicy, *, now: float, window_start: float,
+    retry_after: float | None = None,
+) -> float | None:
+    """When to try again after failed ``attempt``, or ``None`` when the policy is spent."""
+    if attempt >= policy.max_attempts:
+        return None
+    due = now + retry_delay(attempt, policy, retry_after)
+    if due - window_start > policy.max_age:
+        return None
+    return due
+
+
+def fanout(ctx: WorkerContext, event_id: str) -> int:
+    """Create (once) and enqueue one delivery per matching route target."""
+    record = ctx.store.event(event_id)
+    if record is None:
+        ctx.store.redis.zrem(keys.INFLIGHT, f"fanout:{event_id}")
+        log.warning("fanout.missing_event", event_id=event_id)
+        return 0
+    event = GroupEvent.model_validate(record["event"])
+    now = f"{time.time():.6f}"
+    created = matched = 0
+    for index, route in ctx.config.routes_for(event.source):
+        if not route_matches(route.when, event):
+            continue
+        for target_id in route.targets:
+            matched += 1
+            target = ctx.targets[target_id]
+            queue = keys.deliver_queue(target.family)
+            fields = {
+                "id": make_delivery_id(event_id, index, target_id), "event_id": event_id,
+                "source": event.source, "target": target_id, "route": index, "queue": queue,
+                "status": "queued", "attempts": 0, "created_at": now, "window_start": now,
+                "updated_at": now,
+            }
+            created += ctx.queue.create_delivery(fields, queue)
+    ctx.store.mark_event(event_id, "routed" if matched else "unrouted")
+    log.info("fanout.done", event_id=event_id, deliveries=matched, new=created)
+    return matched
+
+
+def _attempt(n: int, started: float, elapsed: float, outcome: str, **extra: Any) -> dict[str, Any]:
+    record = {"n": n, "started_at": round(started, 6), "duration_ms": round(elapsed * 1000, 2),
+              "outcome": outcome}
+    record.update({k: v for k, v in extra.items() if v is not None})
+    return record
+
+
+def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
+    """Run one attempt of a delivery if it is still due; return what happened."""
+    store = ctx.store
+    lock_ttl = ctx.settings.task_time_limit + LOCK_MARGIN
+    begun = store.begin(delivery_id, uuid.uuid4().hex, lock_ttl, time.time() + lock_ttl)
+    if begun.verdict == "missing":
+        store.redis.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
+    if begun.verdict != "run":
+        log.info("deliver.skipped", delivery_id=delivery_id, reason=begun.verdict)
+        return begun.verdict
+    delivery = store.delivery(delivery_id) or {}
+    bound = log.bind(delivery_id=delivery_id, event_id=delivery.get("event_id"),
+                     target=delivery.get("target"), attempt=begun.attempt)
+    event_json = store.event_json(delivery.get("event_id", ""), delivery)
+    if begun.previous_status == "running":
+        store.add_attempt(delivery_id, _attempt(
+            begun.attempt - 1, float(delivery.get("updated_at") or 0), 0, "lost",
+            error="the worker stopped during this attempt"))
+    target_config = ctx.config.targets.get(delivery.get("target", ""))
+    if target_config is None or event_json is None:
+        reason = ("target is no longer configured" if target_config is None
+                  else "the event record expired before delivery")
+        store.finish_dead(delivery_id, None, reason, event_json or "null")
+        bound.warning("deliver.dead", reason=reason)
+        return "dead"
+    policy = target_config.retry
+    if begun.attempt > policy.max_attempts:
+        reason = f"gave up after {policy.max_attempts} attempts"
+        store.finish_dead(delivery_id, None, reason, event_json)
+        bound.warning("deliver.dead", reason=reason)
+        return "dead"
+
+    context = DeliveryContext(
+        delivery_id=delivery_id, attempt=begun.attempt, event=GroupEvent.from_json(event_json),
+        event_json=event_json, timeout=target_config.timeout or ctx.settings.http_timeout,
+    )
+    started, t0 = time.time(), time.perf_counter()
+    secrets = ctx.config.secrets
+    try:
+        result = ctx.targets[target_config.id].deliver(context)
+    except RetryableDeliveryError as exc:
+        elapsed = time.perf_counter() - t0
+        record = _attempt(begun.attempt, started, elapsed, "retry", status=exc.status,
+                          response=redact(exc.excerpt, secrets), error=redact(exc.message, secrets),
+                          retry_after=exc.retry_after)
+        due = next_attempt_at(begun.attempt, policy, now=time.time(),
+                              window_start=float(delivery.get("window_start") or started),
+                              retry_after=exc.retry_after)
+        if due is None:
+            record["outcome"] = "failed"
+            reason = (f"retries exhausted after {begun.attempt} attempts"
+                      if begun.attempt >= policy.max_attempts
+                      else f"max_age {policy.max_age:g}s reached")
+            store.finish_dead(delivery_id, record, reason, event_json)
+            bound.warning("deliver.dead", reason=reason, error=record.get("error"))
+            return "dead"
+        store.finish_retry(delivery_id, record, due)
+        bound.info("deliver.retry", in_seconds=round(due - time.time(), 3),
+                   error=record.get("error"))
+        return "retry"
+    except PermanentDeliveryError as exc:
+        elapsed = time.perf_counter() - t0
+        record = _attempt(begun.attempt, started, elapsed, "failed", status=exc.status,
+                          response=redact(exc.excerpt, secrets), error=redact(exc.message, secrets))
+        store.finish_dead(delivery_id, record, "permanent failure", event_json)
+        bound.warning("deliver.dead", reason="permanent failure", error=record.get("error"))
+        return "dead"
+    except Exception as exc:  # an adapter bug must not lose the event: retry, then dead-letter
+        elapsed = time.perf_counter() - t0
+        message = redact(f"unexpected {type(exc).__name__}: {exc}", secrets)
+        record = _attempt(begun.attempt, started, elapsed, "retry", error=message)
+        due = next_attempt_at(begun.attempt, policy, now=time.time(),
+                              window_start=float(delivery.get("window_start") or started))
+        if due is None:
+            record["outcome"] = "failed"
+            store.finish_dead(delivery_id, record, "retries exhausted", event_json)
+            return "dead"
+        bound.exception("deliver.adapter_error")
+        store.finish_retry(delivery_id, record, due)
+        return "retry"
+    elapsed = time.perf_counter() - t0
+    store.finish_delivered(delivery_id, _attempt(
+        begun.attempt, started, elapsed, "delivered", status=result.status,
+        response=redact(result.excerpt, secrets)))
+    bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
+    return "delivered"

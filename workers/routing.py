@@ -1,0 +1,28 @@
+"""Which routes take an event, and the stable id of each resulting delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from relay.config import RouteFilter
+from relay.events import GroupEvent
+
+
+def route_matches(when: RouteFilter, event: GroupEvent) -> bool:
+    """True when every condition the route gives holds for the event."""
+    if when.type is not None and event.type not in when.type:
+        return False
+    if when.group is not None and (event.group is None or event.group.id not in when.group):
+        return False
+    if when.sender is not None and (event.sender is None or event.sender.id not in when.sender):
+        return False
+    if when.text is not None and not re.search(when.text, event.text or ""):
+        return False
+    return when.has_files is None or when.has_files == bool(event.files)
+
+
+def delivery_id(event_id: str, route_index: int, target_id: str) -> str:
+    """Same event, route and target → same id, across fan-out reruns, retries and replays."""
+    digest = hashlib.sha256(f"{event_id}|{route_index}|{target_id}".encode()).hexdigest()
+    return f"dlv_{digest[:32]}"
