@@ -289,7 +289,8 @@ def _parse_items(
                                 + ", ".join(sorted(option_models)))
                 continue
             try:
-                options = options_model.model_validate(extra)
+                context = {"allow_private": getattr(item, "allow_private", False)}
+                options = options_model.model_validate(extra, context=context)
             except ValidationError as exc:
                 problems.extend(validation_problems(exc, where))
                 continue

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from relay.errors import ConfigError
 
 if TYPE_CHECKING:
+    from relay.config import RelayConfig
     from relay.sources.base import Source
 
 TARGET_ENTRY_POINTS = "group_relay.targets"
@@ -53,6 +54,23 @@ def target_kinds() -> dict[str, type[Any]]:
     if problems:
         raise ConfigError(problems)
     return kinds
+
+
+def build_targets(config: RelayConfig) -> dict[str, Any]:
+    """One adapter per configured target; every construction problem named by target."""
+    kinds = target_kinds()
+    targets: dict[str, Any] = {}
+    problems = []
+    for target_id, target in config.targets.items():
+        try:
+            targets[target_id] = kinds[target.kind](target)
+        except (ValueError, ConfigError) as exc:
+            detail = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
+            problems.append(detail if detail.startswith("targets.") else
+                            f"targets.{target_id}: {detail}")
+    if problems:
+        raise ConfigError(problems)
+    return targets
 
 
 def target_option_models() -> dict[str, type[BaseModel]]:

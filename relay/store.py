@@ -81,7 +81,7 @@ class Store:
         """The event's JSON, from its record or from the copy a dead letter keeps."""
         data = self.redis.hget(keys.event(event_id), "data")
         if data is not None:
-            return data.decode()
+            return str(data.decode())
         return (delivery or {}).get("event")
 
     def mark_event(self, event_id: str, status: str) -> None:

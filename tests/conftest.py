@@ -20,6 +20,7 @@ import redis
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 
 from relay import create_app
 from relay.embedded import EmbeddedRedis
@@ -59,6 +60,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def threaded_httpserver() -> Iterator[HTTPServer]:
+    """A loopback sink that serves requests concurrently, as real endpoints do."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
 
 
 @pytest.fixture

@@ -10,29 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.config import RelayConfig, load_config
-from relay.errors import ConfigError
 from relay.queue import Queue
-from relay.registry import target_kinds
+from relay.registry import build_targets
 from relay.runtime import redis_client
 from relay.settings import Settings
 from relay.store import Store
 from workers.targets.base import Target
-
-
-def build_targets(config: RelayConfig) -> dict[str, Target]:
-    """One adapter per configured target; every construction problem named by target."""
-    kinds = target_kinds()
-    targets: dict[str, Target] = {}
-    problems = []
-    for target_id, target in config.targets.items():
-        try:
-            targets[target_id] = kinds[target.kind](target)
-        except (ValueError, ConfigError) as exc:
-            detail = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
-            problems.append(f"targets.{target_id}: {detail}")
-    if problems:
-        raise ConfigError(problems)
-    return targets
 
 
 @dataclass
@@ -49,7 +32,7 @@ class WorkerContext:
         self.queue = Queue(
             client, lease=self.settings.visibility_timeout, retention=self.settings.retention
         )
-        self.targets = build_targets(self.config)
+        self.targets: dict[str, Target] = build_targets(self.config)
 
 
 _lock = threading.Lock()

@@ -73,7 +73,7 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
             matched += 1
             target = ctx.targets[target_id]
             queue = keys.deliver_queue(target.family)
-            fields = {
+            fields: dict[str, str | int] = {
                 "id": make_delivery_id(event_id, index, target_id), "event_id": event_id,
                 "source": event.source, "target": target_id, "route": index, "queue": queue,
                 "status": "queued", "attempts": 0, "created_at": now, "window_start": now,

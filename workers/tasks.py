@@ -9,13 +9,13 @@ from workers.delivery import fanout as fanout_event
 from workers.delivery import run_delivery
 
 
-@app.task(name=keys.FANOUT_TASK, ignore_result=True)
+@app.task(name=keys.FANOUT_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def fanout(event_id: str) -> int:
     """Turn one accepted event into its deliveries."""
     return fanout_event(worker_context(app.conf.relay_settings), event_id)
 
 
-@app.task(name=keys.DELIVER_TASK, ignore_result=True)
+@app.task(name=keys.DELIVER_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def deliver(delivery_id: str) -> str:
     """Run one attempt of one delivery."""
     return run_delivery(worker_context(app.conf.relay_settings), delivery_id)

@@ -8,6 +8,7 @@ import click
 
 from relay.config import load_config
 from relay.errors import ConfigError
+from relay.registry import build_targets
 
 
 @click.command()
@@ -19,6 +20,7 @@ def check(file: Path | None) -> None:
     path = file or Settings().config
     try:
         config = load_config(path)
+        build_targets(config)  # adapters check what options alone cannot (paths, URLs)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)

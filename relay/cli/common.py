@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -12,7 +13,7 @@ from relay.runtime import Runtime
 from relay.settings import Settings
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """``Settings()`` from ``RELAY_*``; a bad value exits 2 naming the variable."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})

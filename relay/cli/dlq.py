@@ -16,7 +16,7 @@ from relay.runtime import Runtime
 from relay.store import DeadLetter
 
 
-class DurationType(click.ParamType):
+class DurationType(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:

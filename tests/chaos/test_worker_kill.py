@@ -21,7 +21,7 @@ from tests.test_pipeline import EVENT, signed_post
 
 def test_kill_9_of_a_worker_mid_delivery_loses_nothing(
     write_config: Callable[..., Path], client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any], httpserver: HTTPServer, redis_client: redis.Redis,
+    relay_processes: Callable[..., Any], threaded_httpserver: HTTPServer, redis_client: redis.Redis,
 ) -> None:
     arrivals: list[str] = []
     lock = threading.Lock()
@@ -34,6 +34,7 @@ def test_kill_9_of_a_worker_mid_delivery_loses_nothing(
         time.sleep(2.0)  # long enough to be killed mid-request
         return Response("ok")
 
+    httpserver = threaded_httpserver
     httpserver.expect_request("/in", method="POST").respond_with_handler(slow_sink)
     path = write_config(ops_config(httpserver.url_for("/in"),
                                    retry={"max_attempts": 5, "backoff_base": "0.2s"}))
