@@ -102,13 +102,21 @@ class Supervisor:
         finally:
             self._close()
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                if handler is not None:  # None: set outside Python, cannot be restored
+                    signal.signal(signum, handler)
 
     def say(self, name: str, text: str) -> None:
-        """Write one prefixed line; the lock keeps lines of different children whole."""
+        """Write one prefixed line; the lock keeps lines of different children whole.
+
+        A closed output (``relay up | head``) drops lines instead of raising: readers
+        must keep draining the pipes, or a child blocks on a full one and never stops.
+        """
         with self._lock:
-            self.out.write(f"{name.ljust(self.width)} | {text}\n")
-            self.out.flush()
+            try:
+                self.out.write(f"{name.ljust(self.width)} | {text}\n")
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
 
     def _install_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -175,6 +183,7 @@ class Supervisor:
             time.sleep(_POLL)
         for item in self.running:
             item.proc.wait()
+            item.reader.join(timeout=5)  # their last lines come before ours
 
     def _signal_groups(self, signum: int) -> None:
         # Every group, also of children already gone: their own children may remain.
@@ -203,7 +212,9 @@ class Supervisor:
                 _kill_group(item.proc.pid)
                 item.proc.wait()
             item.reader.join(timeout=5)
-            if item.proc.stdout is not None:
+            # A reader still blocked means some escaped process holds the pipe open;
+            # closing under it would wait on the reader's lock, so leave it to exit.
+            if item.proc.stdout is not None and not item.reader.is_alive():
                 item.proc.stdout.close()
 
 
