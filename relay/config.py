@@ -225,13 +225,14 @@ def parse_config(
         if key not in ("sources", "targets", "routes"):
             problems.append(f"{key}: unknown key (expected sources, targets, routes)")
 
+    declared: set[str] = set()  # ids written in the file, valid or not
     sources = _parse_items(
         data.get("sources") or [], "sources", SourceConfig, _COMMON_SOURCE_KEYS,
-        source_options, problems,
+        source_options, problems, declared,
     )
     targets = _parse_items(
         data.get("targets") or [], "targets", TargetConfig, _COMMON_TARGET_KEYS,
-        target_options, problems,
+        target_options, problems, declared,
     )
     routes: list[RouteConfig] = []
     raw_routes = data.get("routes") or []
@@ -244,16 +245,16 @@ def parse_config(
         except ValidationError as exc:
             problems.extend(validation_problems(exc, f"routes[{i}]"))
             continue
-        if route.source not in sources:
+        if route.source not in sources and f"sources:{route.source}" not in declared:
             problems.append(f"routes[{i}].source: unknown source {route.source!r}"
                             + _did_you_mean(route.source, sources))
         for j, target in enumerate(route.targets):
-            if target not in targets:
+            if target not in targets and f"targets:{target}" not in declared:
                 problems.append(f"routes[{i}].targets[{j}]: unknown target {target!r}"
                                 + _did_you_mean(target, targets))
         routes.append(route)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_root_causes(problems))
     return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4))
 
 
@@ -264,6 +265,7 @@ def _parse_items(
     common_keys: set[str],
     option_models: Mapping[str, type[BaseModel]] | None,
     problems: list[str],
+    declared: set[str],
 ) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     if not isinstance(items, list):
@@ -274,31 +276,43 @@ def _parse_items(
         if not isinstance(raw, dict):
             problems.append(f"{where}: must be a mapping")
             continue
+        if isinstance(raw.get("id"), str):
+            declared.add(f"{section}:{raw['id']}")
         common = {k: v for k, v in raw.items() if k in common_keys}
         extra = {k: v for k, v in raw.items() if k not in common_keys}
+        item = None
         try:
             item = model.model_validate(common)
         except ValidationError as exc:
             problems.extend(validation_problems(exc, where))
-            continue
         options: Any = extra
-        if option_models is not None:
-            options_model = option_models.get(item.kind)
+        kind = raw.get("kind")
+        if option_models is not None and isinstance(kind, str):
+            options_model = option_models.get(kind)
             if options_model is None:
-                problems.append(f"{where}.kind: unknown kind {item.kind!r}; one of "
+                problems.append(f"{where}.kind: unknown kind {kind!r}; one of "
                                 + ", ".join(sorted(option_models)))
                 continue
             try:
-                context = {"allow_private": getattr(item, "allow_private", False)}
+                context = {"allow_private": raw.get("allow_private") is True}
                 options = options_model.model_validate(extra, context=context)
             except ValidationError as exc:
                 problems.extend(validation_problems(exc, where))
                 continue
+        if item is None:
+            continue
         if item.id in parsed:
             problems.append(f"{where}.id: {item.id!r} is used twice")
             continue
         parsed[item.id] = item.model_copy(update={"options": options})
     return parsed
+
+
+def _root_causes(problems: list[str]) -> list[str]:
+    """Drop follow-on complaints about a value whose environment variable is missing."""
+    unset = {p.split(": ", 1)[0] for p in problems if ": environment variable " in p}
+    return [p for p in problems
+            if ": environment variable " in p or p.split(": ", 1)[0] not in unset]
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -73,7 +73,7 @@ def test_bad_values_are_explained(tmp_path: Path) -> None:
     assert any(p.startswith("targets[0].retry.max_age: 'soon' is not a duration") for p in problems)
     assert any(p.startswith("routes[0].when.type: unknown event type 'message.deleted'")
                for p in problems)
-    assert any(p.startswith("sources[0].secrets: secrets[0]: a Standard Webhooks secret starts")
+    assert any(p.startswith("sources[0].secrets[0]: a Standard Webhooks secret starts")
                for p in problems)
     assert any(p.startswith("targets[0].kind: unknown kind 'carrier_pigeon'") for p in problems)
 
@@ -100,7 +100,7 @@ def test_relay_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["check", str(path)], env=ENV)
     assert result.exit_code == 1
-    assert "routes[0].targets[0]: unknown target 'jria' (did you mean 'sink'?)" in result.output
+    assert "routes[0].targets[0]: unknown target 'jria'" in result.output
     assert "1 problem" in result.output
 
 

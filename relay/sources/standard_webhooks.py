@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field
 
 from relay import signing
 from relay.durations import Duration
@@ -31,19 +31,19 @@ SAMPLE_EVENT = {
 }
 
 
-class StandardWebhooksOptions(SourceOptions):
-    secrets: list[str] = Field(min_length=1, description="whsec_ secrets; several to rotate.")
-    tolerance: Duration = Field(300, gt=0, description="Allowed clock skew each way.")
+def _decodable(secret: str) -> str:
+    signing.decode_secret(secret)
+    return secret
 
-    @field_validator("secrets")
-    @classmethod
-    def _decodable(cls, value: list[str]) -> list[str]:
-        for i, secret in enumerate(value):
-            try:
-                signing.decode_secret(secret)
-            except ValueError as exc:
-                raise ValueError(f"secrets[{i}]: {exc}") from None
-        return value
+
+Secret = Annotated[str, AfterValidator(_decodable)]
+
+
+class StandardWebhooksOptions(SourceOptions):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    secrets: list[Secret] = Field(min_length=1, description="whsec_ secrets; several to rotate.")
+    tolerance: Duration = Field(300, gt=0, description="Allowed clock skew each way.")
 
 
 @register_source
