@@ -110,7 +110,7 @@ def test_happy_path_delivers_a_signed_event_once(pipeline: Any, redis_client: re
 
 
 def test_retry_then_success(pipeline: Any, redis_client: redis.Redis) -> None:
-    client, sink, _ = pipeline([(500, {}), (503, {})])
+    client, sink, procs = pipeline([(500, {}), (503, {})])
     event_id = signed_post(client, EVENT).get_json()["event_id"]
     delivery_id = delivery_of(redis_client, event_id)
     wait_for(lambda: status_of(redis_client, delivery_id) == "delivered", timeout=30)
@@ -119,6 +119,12 @@ def test_retry_then_success(pipeline: Any, redis_client: redis.Redis) -> None:
     attempts = redis_client.lrange(keys.attempts(delivery_id), 0, -1)
     outcomes = [json.loads(a)["outcome"] for a in attempts]
     assert outcomes == ["retry", "retry", "delivered"]
+    shown = CliRunner().invoke(main, ["events", "show", event_id, "--json"], env=procs.env)
+    detail = json.loads(shown.output)
+    assert detail["status"] == "routed"
+    [delivery] = detail["deliveries"]
+    assert delivery["status"] == "delivered" and delivery["attempts"] == "3"
+    assert [a["status"] for a in delivery["attempts_log"]] == [500, 503, 200]
 
 
 def test_retry_after_is_honoured(pipeline: Any, redis_client: redis.Redis) -> None:
