@@ -26,10 +26,15 @@ hooks = Blueprint("hooks", __name__)
 def _inbound(max_body: int) -> InboundRequest:
     if request.content_length is not None and request.content_length > max_body:
         raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {max_body}")
+    # Read one byte past the limit: a chunked body has no length to check up front, and
+    # werkzeug's limited stream would otherwise just stop at the limit (a silent cut).
+    request.max_content_length = max_body + 1
     try:
         body = request.get_data(cache=False)
     except RequestEntityTooLarge:
-        raise PayloadTooLarge(f"body is larger than the limit of {max_body} bytes") from None
+        body = b"\0" * (max_body + 1)
+    if len(body) > max_body:
+        raise PayloadTooLarge(f"body is larger than the limit of {max_body} bytes")
     headers: dict[str, list[str]] = {}
     for name, value in request.headers.items(lower=True):
         headers.setdefault(name, []).append(value)

@@ -25,6 +25,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse ``{"a": 1, "a": 2}``: parsers disagree on which value wins."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} appears twice in one object")
+            seen.add(key)
+    return result
+
+
 def read_json(request: InboundRequest) -> Any:
     """The body as JSON: 415 for another media type, 400 for bytes that are not JSON."""
     media = request.content_type
@@ -37,7 +49,7 @@ def read_json(request: InboundRequest) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not UTF-8 (byte {exc.start})", code="invalid_json") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise BadRequest("body is nested too deeply", code="invalid_json") from None
     except ValueError as exc:

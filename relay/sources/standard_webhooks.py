@@ -65,7 +65,7 @@ class StandardWebhooksSource(BaseSource):
         if missing:
             raise Unauthorized(f"missing header {', '.join(missing)}", code="missing_signature")
         assert msg_id and stamp and header
-        if not stamp.isdigit() or len(stamp) > 12:
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
             raise Unauthorized("webhook-timestamp is not a Unix time in seconds",
                                code="invalid_timestamp")
         skew = time.time() - int(stamp)
