@@ -204,8 +204,12 @@ def parse_config(
     env: Mapping[str, str] | None = None,
     source_options: Mapping[str, type[BaseModel]] | None = None,
     target_options: Mapping[str, type[BaseModel]] | None = None,
+    base_dir: Path | None = None,
 ) -> RelayConfig:
     """Validate already-loaded YAML data. Kinds missing from the option maps are unknown.
+
+    ``base_dir`` (the config file's folder) is handed to option models as validation
+    context, so relative paths mean the same whichever directory a process runs in.
 
     ``target_options=None`` skips target kinds entirely (the web process does not
     load target adapters); the CLI and workers pass the full registry.
@@ -228,11 +232,11 @@ def parse_config(
     declared: set[str] = set()  # ids written in the file, valid or not
     sources = _parse_items(
         data.get("sources") or [], "sources", SourceConfig, _COMMON_SOURCE_KEYS,
-        source_options, problems, declared,
+        source_options, problems, declared, base_dir,
     )
     targets = _parse_items(
         data.get("targets") or [], "targets", TargetConfig, _COMMON_TARGET_KEYS,
-        target_options, problems, declared,
+        target_options, problems, declared, base_dir,
     )
     routes: list[RouteConfig] = []
     raw_routes = data.get("routes") or []
@@ -266,6 +270,7 @@ def _parse_items(
     option_models: Mapping[str, type[BaseModel]] | None,
     problems: list[str],
     declared: set[str],
+    base_dir: Path | None,
 ) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     if not isinstance(items, list):
@@ -294,7 +299,8 @@ def _parse_items(
                                 + ", ".join(sorted(option_models)))
                 continue
             try:
-                context = {"allow_private": raw.get("allow_private") is True}
+                context = {"allow_private": raw.get("allow_private") is True,
+                           "base_dir": base_dir}
                 options = options_model.model_validate(extra, context=context)
             except ValidationError as exc:
                 problems.extend(validation_problems(exc, where))
@@ -346,4 +352,5 @@ def load_config(
         from relay.registry import target_option_models
 
         target_options = target_option_models()
-    return parse_config(read_yaml(path), env=env, target_options=target_options)
+    return parse_config(read_yaml(path), env=env, target_options=target_options,
+                        base_dir=path.resolve().parent)

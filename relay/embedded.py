@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from relay.errors import RelayError
+from relay.supervisor import die_with_parent
 
 
 def find_redis_server() -> str:
@@ -65,7 +66,12 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        # Its own session keeps a terminal's Ctrl-C away (it is stopped after the workers,
+        # which still ack into it); the parent-death signal stops it if we are killed.
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - resolved before the fork
+        )
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while True:

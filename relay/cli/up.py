@@ -7,10 +7,7 @@ stop. Production runs the same three processes from the Procfile instead.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,8 +43,7 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
         if embedded is None:
             redis_url, redis_note = settings.redis_url, "RELAY_REDIS_URL"
         else:
-            with _terminal_signals_blocked():
-                embedded.start()
+            embedded.start()
             redis_url = embedded.url
             redis_note = f"embedded redis-server, data in {embedded.data_dir}"
         env = {**os.environ, "RELAY_REDIS_URL": redis_url, "RELAY_CONFIG": str(path),
@@ -61,23 +57,6 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
         if embedded is not None:
             embedded.stop()
     sys.exit(code)
-
-
-@contextmanager
-def _terminal_signals_blocked() -> Iterator[None]:
-    """Block SIGINT/SIGHUP while spawning, so the child inherits them blocked.
-
-    A terminal's Ctrl-C goes to the whole foreground process group, which includes the
-    embedded redis-server; it must outlive the worker's warm shutdown (running tasks
-    still ack into it) and is stopped with SIGTERM after the children. A signal that
-    arrives meanwhile is only postponed: it is delivered to us when the block ends.
-    """
-    blocked = {signal.SIGINT, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _validated(path: Path) -> RelayConfig:

@@ -128,3 +128,14 @@ def test_options_are_strict() -> None:
     with pytest.raises(ValidationError, match="required"):
         FileTarget.Options(path="")  # type: ignore[arg-type]
     assert FileTarget.Options(path="~/relay").path == Path.home() / "relay"  # type: ignore[arg-type]
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    from relay.config import load_config
+
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "relay.yaml").write_text(
+        "sources: []\ntargets: [{id: out, kind: file, path: outbox}]\nroutes: []\n")
+    config = load_config(folder / "relay.yaml")
+    assert config.targets["out"].options.path == folder.resolve() / "outbox"

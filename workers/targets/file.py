@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from relay.config import TargetConfig
 from relay.errors import ConfigError, RetryableDeliveryError
@@ -37,8 +37,11 @@ class FileOptions(TargetOptions):
 
     @field_validator("path")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path, info: ValidationInfo) -> Path:
+        """``~`` expands; a relative path is relative to the config file's folder."""
+        value = value.expanduser()
+        base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+        return value if value.is_absolute() or base is None else Path(base) / value
 
 
 class FileTarget(BaseTarget):
