@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from relay import keys
+from relay.cli.common import load_settings
 from relay.settings import Settings
 
 
@@ -54,4 +55,4 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(Settings())
+app = make_celery(load_settings())

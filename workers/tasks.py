@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+from celery.signals import worker_init
+
 from relay import keys
+from relay.errors import ConfigError
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import fanout as fanout_event
 from workers.delivery import run_delivery
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _load_config_at_start(**_: Any) -> None:
+    """Fail at start, naming every config problem, rather than at the first task."""
+    try:
+        worker_context(app.conf.relay_settings)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 @app.task(name=keys.FANOUT_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
