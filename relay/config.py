@@ -164,9 +164,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
     return loader.construct_mapping(node)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def substitute_env(
@@ -231,12 +229,24 @@ def parse_config(
 
     declared: set[str] = set()  # ids written in the file, valid or not
     sources = _parse_items(
-        data.get("sources") or [], "sources", SourceConfig, _COMMON_SOURCE_KEYS,
-        source_options, problems, declared, base_dir,
+        data.get("sources") or [],
+        "sources",
+        SourceConfig,
+        _COMMON_SOURCE_KEYS,
+        source_options,
+        problems,
+        declared,
+        base_dir,
     )
     targets = _parse_items(
-        data.get("targets") or [], "targets", TargetConfig, _COMMON_TARGET_KEYS,
-        target_options, problems, declared, base_dir,
+        data.get("targets") or [],
+        "targets",
+        TargetConfig,
+        _COMMON_TARGET_KEYS,
+        target_options,
+        problems,
+        declared,
+        base_dir,
     )
     routes: list[RouteConfig] = []
     raw_routes = data.get("routes") or []
@@ -250,12 +260,16 @@ def parse_config(
             problems.extend(validation_problems(exc, f"routes[{i}]"))
             continue
         if route.source not in sources and f"sources:{route.source}" not in declared:
-            problems.append(f"routes[{i}].source: unknown source {route.source!r}"
-                            + _did_you_mean(route.source, sources))
+            problems.append(
+                f"routes[{i}].source: unknown source {route.source!r}"
+                + _did_you_mean(route.source, sources)
+            )
         for j, target in enumerate(route.targets):
             if target not in targets and f"targets:{target}" not in declared:
-                problems.append(f"routes[{i}].targets[{j}]: unknown target {target!r}"
-                                + _did_you_mean(target, targets))
+                problems.append(
+                    f"routes[{i}].targets[{j}]: unknown target {target!r}"
+                    + _did_you_mean(target, targets)
+                )
         routes.append(route)
     if problems:
         raise ConfigError(_root_causes(problems))
@@ -295,12 +309,13 @@ def _parse_items(
         if option_models is not None and isinstance(kind, str):
             options_model = option_models.get(kind)
             if options_model is None:
-                problems.append(f"{where}.kind: unknown kind {kind!r}; one of "
-                                + ", ".join(sorted(option_models)))
+                problems.append(
+                    f"{where}.kind: unknown kind {kind!r}; one of "
+                    + ", ".join(sorted(option_models))
+                )
                 continue
             try:
-                context = {"allow_private": raw.get("allow_private") is True,
-                           "base_dir": base_dir}
+                context = {"allow_private": raw.get("allow_private") is True, "base_dir": base_dir}
                 options = options_model.model_validate(extra, context=context)
             except ValidationError as exc:
                 problems.extend(validation_problems(exc, where))
@@ -317,8 +332,9 @@ def _parse_items(
 def _root_causes(problems: list[str]) -> list[str]:
     """Drop follow-on complaints about a value whose environment variable is missing."""
     unset = {p.split(": ", 1)[0] for p in problems if ": environment variable " in p}
-    return [p for p in problems
-            if ": environment variable " in p or p.split(": ", 1)[0] not in unset]
+    return [
+        p for p in problems if ": environment variable " in p or p.split(": ", 1)[0] not in unset
+    ]
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -352,5 +368,6 @@ def load_config(
         from relay.registry import target_option_models
 
         target_options = target_option_models()
-    return parse_config(read_yaml(path), env=env, target_options=target_options,
-                        base_dir=path.resolve().parent)
+    return parse_config(
+        read_yaml(path), env=env, target_options=target_options, base_dir=path.resolve().parent
+    )

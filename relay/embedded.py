@@ -60,16 +60,32 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir.resolve()), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-            "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
-            "--logfile", str((self.data_dir / "redis.log").resolve()),
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str((self.data_dir / "redis.log").resolve()),
         ]
         # Its own session keeps a terminal's Ctrl-C away (it is stopped after the workers,
         # which still ack into it); the parent-death signal stops it if we are killed.
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
             preexec_fn=die_with_parent(),  # noqa: PLW1509 - resolved before the fork
         )
         client = redis.Redis.from_url(self.url, socket_timeout=1)

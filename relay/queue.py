@@ -89,8 +89,13 @@ class Queue:
         self._replay = client.register_script(_REPLAY)
 
     def accept_event(
-        self, source_id: str, event_id: str, event_json: str, *,
-        dedupe_key: str | None, dedupe_ttl: float,
+        self,
+        source_id: str,
+        event_id: str,
+        event_json: str,
+        *,
+        dedupe_key: str | None,
+        dedupe_ttl: float,
     ) -> str | None:
         """Record and enqueue an event; return the earlier event id if it is a resend.
 
@@ -102,12 +107,21 @@ class Queue:
         message = encode_task_message(keys.FANOUT_TASK, [event_id], keys.FANOUT_QUEUE)
         result = self._intake(
             keys=[
-                keys.dedupe(source_id, dedupe_key or "-"), keys.event(event_id),
-                keys.FANOUT_QUEUE, keys.INFLIGHT, keys.EVENTS,
+                keys.dedupe(source_id, dedupe_key or "-"),
+                keys.event(event_id),
+                keys.FANOUT_QUEUE,
+                keys.INFLIGHT,
+                keys.EVENTS,
             ],
             args=[
-                event_id, event_json, max(1, int(dedupe_ttl)), self.retention, message,
-                now + self.lease, f"{now:.6f}", "1" if dedupe_key else "0",
+                event_id,
+                event_json,
+                max(1, int(dedupe_ttl)),
+                self.retention,
+                message,
+                now + self.lease,
+                f"{now:.6f}",
+                "1" if dedupe_key else "0",
             ],
         )
         return result.decode() if isinstance(result, bytes) else None
@@ -121,7 +135,9 @@ class Queue:
             flat += [name, value]
         created = self._create_delivery(
             keys=[
-                keys.delivery(delivery_id), queue, keys.INFLIGHT,
+                keys.delivery(delivery_id),
+                queue,
+                keys.INFLIGHT,
                 keys.event_deliveries(str(fields["event_id"])),
             ],
             args=[delivery_id, message, time.time() + self.lease, self.retention, *flat],
@@ -131,28 +147,37 @@ class Queue:
     def release_due(self, delivery_id: str, queue: str, now: float) -> bool:
         """Move one due delivery from the schedule to its queue; false if another did."""
         message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
-        return bool(self._release_due(
-            keys=[keys.SCHEDULE, queue, keys.INFLIGHT, keys.delivery(delivery_id)],
-            args=[delivery_id, message, now + self.lease, now],
-        ))
+        return bool(
+            self._release_due(
+                keys=[keys.SCHEDULE, queue, keys.INFLIGHT, keys.delivery(delivery_id)],
+                args=[delivery_id, message, now + self.lease, now],
+            )
+        )
 
     def requeue_inflight(self, member: str, queue: str, now: float) -> bool:
         """Push again a task whose in-flight deadline passed; false if it moved on."""
         kind, _, ident = member.partition(":")
         task = keys.FANOUT_TASK if kind == "fanout" else keys.DELIVER_TASK
         message = encode_task_message(task, [ident], queue)
-        return bool(self._requeue_inflight(
-            keys=[keys.INFLIGHT, queue], args=[member, message, now + self.lease, now]
-        ))
+        return bool(
+            self._requeue_inflight(
+                keys=[keys.INFLIGHT, queue], args=[member, message, now + self.lease, now]
+            )
+        )
 
     def replay(self, delivery_id: str, queue: str) -> bool:
         """Send a dead letter again under the same delivery id; false if not dead (any more)."""
         now = time.time()
         message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
-        return bool(self._replay(
-            keys=[
-                keys.DLQ, keys.delivery(delivery_id), keys.INFLIGHT, queue,
-                keys.attempts(delivery_id),
-            ],
-            args=[delivery_id, message, now + self.lease, f"{now:.6f}", self.retention],
-        ))
+        return bool(
+            self._replay(
+                keys=[
+                    keys.DLQ,
+                    keys.delivery(delivery_id),
+                    keys.INFLIGHT,
+                    queue,
+                    keys.attempts(delivery_id),
+                ],
+                args=[delivery_id, message, now + self.lease, f"{now:.6f}", self.retention],
+            )
+        )

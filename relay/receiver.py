@@ -66,15 +66,23 @@ def receive(source_id: str) -> Response:
     if handshake is not None:
         return _respond(handshake)
     if inbound.method != "POST":
-        return _respond(Reply(405, b'{"error": "method_not_allowed", "detail": "use POST"}',
-                              headers={"Allow": "POST"}))
+        return _respond(
+            Reply(
+                405,
+                b'{"error": "method_not_allowed", "detail": "use POST"}',
+                headers={"Allow": "POST"},
+            )
+        )
     source.verify(inbound)
     parsed = source.parse(inbound)
     event = parsed.event
     try:
         earlier = runtime.queue.accept_event(
-            source_id, event.id, event.to_json(),
-            dedupe_key=parsed.dedupe_key, dedupe_ttl=runtime.dedupe_ttl(source_id),
+            source_id,
+            event.id,
+            event.to_json(),
+            dedupe_key=parsed.dedupe_key,
+            dedupe_ttl=runtime.dedupe_ttl(source_id),
         )
     except redis.RedisError as exc:
         log.error("intake.unavailable", source=source_id, error=type(exc).__name__)
@@ -82,8 +90,12 @@ def receive(source_id: str) -> Response:
     duplicate = earlier is not None
     event_id = earlier if earlier is not None else event.id
     log.info(
-        "intake.accepted", source=source_id, event_id=event_id, type=event.type,
-        duplicate=duplicate, ms=round((time.perf_counter() - started) * 1000, 2),
+        "intake.accepted",
+        source=source_id,
+        event_id=event_id,
+        type=event.type,
+        duplicate=duplicate,
+        ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return _respond(source.reply(event_id, duplicate=duplicate))
 

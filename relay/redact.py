@@ -6,8 +6,10 @@ import re
 from collections.abc import Iterable
 
 MASK = "[redacted]"
-_URL_SECRETS = re.compile(r"(?i)(://[^/\s:@]+:)[^@/\s]+@|([?&](?:access_token|token|key|sign|secret"
-                          r"|signature|password|api_key|apikey)=)[^&\s#]+")
+_URL_SECRETS = re.compile(
+    r"(?i)(://[^/\s:@]+:)[^@/\s]+@|([?&](?:access_token|token|key|sign|secret"
+    r"|signature|password|api_key|apikey)=)[^&\s#]+"
+)
 
 
 def redact(text: str | None, secrets: Iterable[str] = ()) -> str | None:
@@ -17,5 +19,6 @@ def redact(text: str | None, secrets: Iterable[str] = ()) -> str | None:
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, MASK)
-    return _URL_SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + MASK
-                            + ("@" if m.group(1) else ""), text)
+    return _URL_SECRETS.sub(
+        lambda m: (m.group(1) or m.group(2)) + MASK + ("@" if m.group(1) else ""), text
+    )

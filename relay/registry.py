@@ -66,8 +66,9 @@ def build_targets(config: RelayConfig) -> dict[str, Any]:
             targets[target_id] = kinds[target.kind](target)
         except (ValueError, ConfigError) as exc:
             detail = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
-            problems.append(detail if detail.startswith("targets.") else
-                            f"targets.{target_id}: {detail}")
+            problems.append(
+                detail if detail.startswith("targets.") else f"targets.{target_id}: {detail}"
+            )
     if problems:
         raise ConfigError(problems)
     return targets

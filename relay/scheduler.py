@@ -24,7 +24,12 @@ log = structlog.get_logger("relay.scheduler")
 
 class Scheduler:
     def __init__(
-        self, client: redis.Redis, queue: Queue, *, interval: float, retention: float,
+        self,
+        client: redis.Redis,
+        queue: Queue,
+        *,
+        interval: float,
+        retention: float,
         batch: int = 500,
     ) -> None:
         self.redis = client

@@ -24,7 +24,7 @@ def decode_secret(secret: str) -> bytes:
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("a Standard Webhooks secret starts with 'whsec_'")
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the part after 'whsec_' is not valid base64") from None
     if len(key) < MIN_SECRET_BYTES:
@@ -48,9 +48,7 @@ def sign_header(keys: Iterable[bytes], msg_id: str, timestamp: int | str, body: 
     return " ".join(signature(key, msg_id, timestamp, body) for key in keys)
 
 
-def matches(
-    keys: Sequence[bytes], msg_id: str, timestamp: str, body: bytes, header: str
-) -> bool:
+def matches(keys: Sequence[bytes], msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
     """True if any well-formed ``v1`` entry of ``header`` matches any key.
 
     Malformed entries (no comma, other versions, bad base64) are skipped, never raised:

@@ -109,7 +109,10 @@ class Store:
         """Claim the delivery for one run: bumps the attempt counter and takes its lock."""
         verdict, attempt, previous = self._begin(
             keys=[
-                keys.delivery(delivery_id), keys.lock(delivery_id), keys.INFLIGHT, keys.SCHEDULE,
+                keys.delivery(delivery_id),
+                keys.lock(delivery_id),
+                keys.INFLIGHT,
+                keys.SCHEDULE,
             ],
             args=[token, int(lock_ttl * 1000), f"{time.time():.6f}", deadline, delivery_id],
         )
@@ -126,10 +129,15 @@ class Store:
         pipe = self.redis.pipeline()
         pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
         pipe.expire(keys.attempts(delivery_id), self.retention)
-        pipe.hset(keys.delivery(delivery_id), mapping={
-            "status": "delivered", "delivered_at": f"{now:.6f}", "updated_at": f"{now:.6f}",
-            "last_error": "",
-        })
+        pipe.hset(
+            keys.delivery(delivery_id),
+            mapping={
+                "status": "delivered",
+                "delivered_at": f"{now:.6f}",
+                "updated_at": f"{now:.6f}",
+                "last_error": "",
+            },
+        )
         pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
         pipe.delete(keys.lock(delivery_id))
         pipe.execute()
@@ -141,10 +149,15 @@ class Store:
         if attempt:
             pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
             pipe.expire(keys.attempts(delivery_id), self.retention)
-        pipe.hset(keys.delivery(delivery_id), mapping={
-            "status": "scheduled", "next_at": f"{due:.6f}", "updated_at": f"{now:.6f}",
-            "last_error": attempt.get("error") or "",
-        })
+        pipe.hset(
+            keys.delivery(delivery_id),
+            mapping={
+                "status": "scheduled",
+                "next_at": f"{due:.6f}",
+                "updated_at": f"{now:.6f}",
+                "last_error": attempt.get("error") or "",
+            },
+        )
         pipe.zadd(keys.SCHEDULE, {delivery_id: due})
         pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
         pipe.delete(keys.lock(delivery_id))
@@ -158,11 +171,17 @@ class Store:
         pipe = self.redis.pipeline()
         if attempt:
             pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
-        pipe.hset(keys.delivery(delivery_id), mapping={
-            "status": "dead", "dead_at": f"{now:.6f}", "dead_reason": reason,
-            "updated_at": f"{now:.6f}", "event": event_json,
-            "last_error": (attempt or {}).get("error") or reason,
-        })
+        pipe.hset(
+            keys.delivery(delivery_id),
+            mapping={
+                "status": "dead",
+                "dead_at": f"{now:.6f}",
+                "dead_reason": reason,
+                "updated_at": f"{now:.6f}",
+                "event": event_json,
+                "last_error": (attempt or {}).get("error") or reason,
+            },
+        )
         pipe.persist(keys.delivery(delivery_id))
         pipe.persist(keys.attempts(delivery_id))
         pipe.zadd(keys.DLQ, {delivery_id: now})
@@ -221,9 +240,13 @@ class Store:
         pipe.zcard(keys.DLQ)
         results = pipe.execute()
         depths = dict(zip(keys.ALL_QUEUES, results[: len(keys.ALL_QUEUES)], strict=True))
-        scheduled, due, oldest, inflight, dead = results[len(keys.ALL_QUEUES):]
+        scheduled, due, oldest, inflight, dead = results[len(keys.ALL_QUEUES) :]
         lag = max(0.0, time.time() - oldest[0][1]) if oldest and due else 0.0
         return {
-            "queues": depths, "scheduled": scheduled, "scheduled_due": due,
-            "schedule_lag_seconds": round(lag, 3), "in_flight": inflight, "dead_letters": dead,
+            "queues": depths,
+            "scheduled": scheduled,
+            "scheduled_due": due,
+            "schedule_lag_seconds": round(lag, 3),
+            "in_flight": inflight,
+            "dead_letters": dead,
         }

@@ -61,8 +61,7 @@ def die_with_parent() -> Callable[[], None] | None:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
     parent = os.getpid()
 
@@ -136,16 +135,23 @@ class Supervisor:
                 return 0
             try:
                 proc = subprocess.Popen(
-                    list(child.argv), env=dict(child.env) if child.env is not None else None,
-                    cwd=child.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
+                    list(child.argv),
+                    env=dict(child.env) if child.env is not None else None,
+                    cwd=child.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=preexec,
                 )
             except OSError as exc:
                 self.say("supervisor", f"cannot start {child.name}: {exc}")
                 return 1
             running = _Running(child, proc)
             running.reader = threading.Thread(
-                target=self._pump, args=(child.name, proc.stdout), daemon=True,
+                target=self._pump,
+                args=(child.name, proc.stdout),
+                daemon=True,
                 name=f"log-{child.name}",
             )
             running.reader.start()
@@ -164,8 +170,11 @@ class Supervisor:
             for item in self.running:
                 code = item.proc.poll()
                 if code is not None:
-                    self.say("supervisor", f"{item.child.name} exited on its own "
-                                           f"({_describe(code)}); stopping everything")
+                    self.say(
+                        "supervisor",
+                        f"{item.child.name} exited on its own "
+                        f"({_describe(code)}); stopping everything",
+                    )
                     return 1
         name = signal.Signals(self._signal).name if self._signal else "stop"
         self.say("supervisor", f"{name} received; stopping (up to {self.grace:g}s)")

@@ -88,9 +88,14 @@ def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
 def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "redis_url": redis_url, "config": tmp_path / "relay.yaml",
-            "state_dir": tmp_path / "state", "visibility_timeout": 20, "task_time_limit": 12,
-            "http_timeout": 5, "scheduler_interval": 0.05, "log_format": "json",
+            "redis_url": redis_url,
+            "config": tmp_path / "relay.yaml",
+            "state_dir": tmp_path / "state",
+            "visibility_timeout": 20,
+            "task_time_limit": 12,
+            "http_timeout": 5,
+            "scheduler_interval": 0.05,
+            "log_format": "json",
         }
         values.update(overrides)
         return Settings(**values)
@@ -110,8 +115,14 @@ def make_app(make_settings: Callable[..., Settings]) -> Callable[..., Flask]:
 
 def ops_config(sink_url: str, **target_extra: Any) -> dict[str, Any]:
     """The README's example: a standard_webhooks source routed to one webhook target."""
-    target = {"id": "sink", "kind": "webhook", "url": sink_url, "allow_private": True,
-              "secret": TEST_SECRET, **target_extra}
+    target = {
+        "id": "sink",
+        "kind": "webhook",
+        "url": sink_url,
+        "allow_private": True,
+        "secret": TEST_SECRET,
+        **target_extra,
+    }
     return {
         "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
         "targets": [target],
@@ -137,9 +148,23 @@ class RelayProcesses:
 
     def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
         command = [
-            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-P", "gevent", "-c", "20", "--without-gossip", "--without-mingle",
-            "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h", *extra,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "-P",
+            "gevent",
+            "-c",
+            "20",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"{name}-{os.getpid()}@%h",
+            *extra,
         ]
         return self._start(name, command)
 
@@ -149,7 +174,11 @@ class RelayProcesses:
     def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own fd
             proc = subprocess.Popen(
-                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
                 start_new_session=True,
             )
         self.procs[name] = proc
@@ -181,10 +210,16 @@ def relay_processes(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Re
     """``start(config_path, **env)`` runs a worker (all queues) and a scheduler."""
     started: list[RelayProcesses] = []
 
-    def start(config_path: Path, *, worker: bool = True, scheduler: bool = True,
-              **env: str) -> RelayProcesses:
-        full_env = {**os.environ, **TEST_ENV, "RELAY_REDIS_URL": redis_url,
-                    "RELAY_CONFIG": str(config_path), **env}
+    def start(
+        config_path: Path, *, worker: bool = True, scheduler: bool = True, **env: str
+    ) -> RelayProcesses:
+        full_env = {
+            **os.environ,
+            **TEST_ENV,
+            "RELAY_REDIS_URL": redis_url,
+            "RELAY_CONFIG": str(config_path),
+            **env,
+        }
         procs = RelayProcesses(full_env, tmp_path)
         started.append(procs)
         if worker:

@@ -55,9 +55,12 @@ def test_missing_environment_variable_names_it_and_where(tmp_path: Path) -> None
 
 
 def test_unknown_keys_are_errors_everywhere(tmp_path: Path) -> None:
-    text = GOOD.replace("allow_private: true", "allow_private: true, retyr: {}").replace(
-        "when: {type: message.created}", "when: {type: message.created, colour: red}"
-    ) + "extra: 1\n"
+    text = (
+        GOOD.replace("allow_private: true", "allow_private: true, retyr: {}").replace(
+            "when: {type: message.created}", "when: {type: message.created, colour: red}"
+        )
+        + "extra: 1\n"
+    )
     problems = problems_of(text, tmp_path)
     assert "targets[0].retyr: unknown key" in problems
     assert "routes[0].when.colour: unknown key" in problems
@@ -65,16 +68,20 @@ def test_unknown_keys_are_errors_everywhere(tmp_path: Path) -> None:
 
 
 def test_bad_values_are_explained(tmp_path: Path) -> None:
-    text = (GOOD.replace("max_age: 24h", "max_age: soon")
-            .replace("type: message.created", "type: message.deleted")
-            .replace('secrets: ["${OPS_SECRET}"]', "secrets: [hunter2]")
-            .replace("kind: webhook", "kind: carrier_pigeon"))
+    text = (
+        GOOD.replace("max_age: 24h", "max_age: soon")
+        .replace("type: message.created", "type: message.deleted")
+        .replace('secrets: ["${OPS_SECRET}"]', "secrets: [hunter2]")
+        .replace("kind: webhook", "kind: carrier_pigeon")
+    )
     problems = problems_of(text, tmp_path)
     assert any(p.startswith("targets[0].retry.max_age: 'soon' is not a duration") for p in problems)
-    assert any(p.startswith("routes[0].when.type: unknown event type 'message.deleted'")
-               for p in problems)
-    assert any(p.startswith("sources[0].secrets[0]: a Standard Webhooks secret starts")
-               for p in problems)
+    assert any(
+        p.startswith("routes[0].when.type: unknown event type 'message.deleted'") for p in problems
+    )
+    assert any(
+        p.startswith("sources[0].secrets[0]: a Standard Webhooks secret starts") for p in problems
+    )
     assert any(p.startswith("targets[0].kind: unknown kind 'carrier_pigeon'") for p in problems)
 
 
@@ -87,9 +94,11 @@ def test_duplicate_ids_and_yaml_keys(tmp_path: Path) -> None:
 
 
 def test_dollar_dollar_escapes_a_literal_reference() -> None:
-    data = {"sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-            "targets": [{"id": "out", "kind": "file", "path": "/tmp/$${HOME}"}],
-            "routes": []}
+    data = {
+        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
+        "targets": [{"id": "out", "kind": "file", "path": "/tmp/$${HOME}"}],
+        "routes": [],
+    }
     config = parse_config(data, env={})
     assert config.targets["out"].options == {"path": "/tmp/${HOME}"}
 

@@ -21,8 +21,12 @@ def test_published_schema_is_current() -> None:
 
 def test_events_validate_against_the_schema() -> None:
     event = GroupEvent(
-        source="ops", type="file.shared", group={"id": "g"}, sender={"id": "u", "name": "Ada"},
-        text="see attached", files=[{"name": "a.pdf", "size": 3, "ref": "file_key_1"}],
+        source="ops",
+        type="file.shared",
+        group={"id": "g"},
+        sender={"id": "u", "name": "Ada"},
+        text="see attached",
+        files=[{"name": "a.pdf", "size": 3, "ref": "file_key_1"}],
         raw={"platform": "payload"},
     )
     jsonschema.validate(json.loads(event.to_json()), json_schema())

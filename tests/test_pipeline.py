@@ -53,8 +53,12 @@ class Sink:
 
 def signed_post(client: FlaskClient, body: dict[str, Any], msg_id: str | None = None) -> Any:
     source = source_kinds()["standard_webhooks"](
-        SourceConfig(id="ops", kind="standard_webhooks",
-                     options=StandardWebhooksSource.Options(secrets=[TEST_SECRET])))
+        SourceConfig(
+            id="ops",
+            kind="standard_webhooks",
+            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
+        )
+    )
     sample = source.sample(json.dumps(body).encode())
     headers = dict(sample.headers)
     if msg_id is not None:  # re-sign under a fixed id, as a sender's resend would be
@@ -62,19 +66,30 @@ def signed_post(client: FlaskClient, body: dict[str, Any], msg_id: str | None = 
 
         headers["webhook-id"] = msg_id
         headers["webhook-signature"] = signing.sign_header(
-            [signing.decode_secret(TEST_SECRET)], msg_id, headers["webhook-timestamp"], sample.body)
+            [signing.decode_secret(TEST_SECRET)], msg_id, headers["webhook-timestamp"], sample.body
+        )
     return client.post("/hooks/ops", data=sample.body, headers=headers)
 
 
-EVENT = {"type": "message.created",
-         "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"}}
+EVENT = {
+    "type": "message.created",
+    "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"},
+}
 
 
 @pytest.fixture
-def pipeline(write_config: Callable[..., Path], client_for: Callable[[Path], FlaskClient],
-             relay_processes: Callable[..., Any], httpserver: HTTPServer) -> Callable[..., Any]:
-    def start(script: list[tuple[int, dict[str, str]]] | None = None, *,
-              retry: dict[str, Any] | None = None, **env: str) -> tuple[FlaskClient, Sink, Any]:
+def pipeline(
+    write_config: Callable[..., Path],
+    client_for: Callable[[Path], FlaskClient],
+    relay_processes: Callable[..., Any],
+    httpserver: HTTPServer,
+) -> Callable[..., Any]:
+    def start(
+        script: list[tuple[int, dict[str, str]]] | None = None,
+        *,
+        retry: dict[str, Any] | None = None,
+        **env: str,
+    ) -> tuple[FlaskClient, Sink, Any]:
         sink = Sink(httpserver, script or [])
         config = ops_config(sink.url, retry=retry or {"max_attempts": 5, "backoff_base": "0.2s"})
         path = write_config(config)
@@ -140,8 +155,9 @@ def test_retry_after_is_honoured(pipeline: Any, redis_client: redis.Redis) -> No
 def test_exhaustion_dead_letters_with_every_attempt_then_replay_once(
     pipeline: Any, redis_client: redis.Redis
 ) -> None:
-    client, sink, procs = pipeline([(500, {})] * 3,
-                                   retry={"max_attempts": 3, "backoff_base": "0.1s"})
+    client, sink, procs = pipeline(
+        [(500, {})] * 3, retry={"max_attempts": 3, "backoff_base": "0.1s"}
+    )
     event_id = signed_post(client, EVENT).get_json()["event_id"]
     delivery_id = delivery_of(redis_client, event_id)
     wait_for(lambda: status_of(redis_client, delivery_id) == "dead", timeout=30)
@@ -161,9 +177,15 @@ def test_exhaustion_dead_letters_with_every_attempt_then_replay_once(
     assert shown["event"]["id"] == event_id
 
     # Two operators replay at the same time: the delivery goes out once, under its old id.
-    operators = [subprocess.Popen([sys.executable, "-m", "relay.cli", "dlq", "replay", delivery_id],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                 for _ in range(2)]
+    operators = [
+        subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "dlq", "replay", delivery_id],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
     results = sorted(p.communicate(timeout=30)[0].decode() for p in operators)
     assert results[1] == "replayed 1 dead letter\n"
     assert results[0].endswith("replayed 0 dead letters\n")  # the other found it gone
@@ -190,8 +212,10 @@ def test_a_delay_longer_than_the_visibility_timeout_runs_once(
 ) -> None:
     # Visibility timeout 6 s, the remote asks for 9 s: a Celery countdown would run twice.
     client, sink, _ = pipeline(
-        [(503, {"Retry-After": "9"})], RELAY_VISIBILITY_TIMEOUT="6",
-        RELAY_TASK_TIME_LIMIT="4", RELAY_HTTP_TIMEOUT="1.5",
+        [(503, {"Retry-After": "9"})],
+        RELAY_VISIBILITY_TIMEOUT="6",
+        RELAY_TASK_TIME_LIMIT="4",
+        RELAY_HTTP_TIMEOUT="1.5",
     )
     event_id = signed_post(client, EVENT).get_json()["event_id"]
     delivery_id = delivery_of(redis_client, event_id)

@@ -16,9 +16,19 @@ from relay.scheduler import Scheduler
 
 def make_delivery(queue: Queue, delivery_id: str, name: str = "relay.deliver.webhook") -> None:
     queue.create_delivery(
-        {"id": delivery_id, "event_id": "evt_1", "source": "ops", "target": "sink",
-         "route": 0, "queue": name, "status": "queued", "attempts": 0,
-         "created_at": time.time(), "window_start": time.time(), "updated_at": time.time()},
+        {
+            "id": delivery_id,
+            "event_id": "evt_1",
+            "source": "ops",
+            "target": "sink",
+            "route": 0,
+            "queue": name,
+            "status": "queued",
+            "attempts": 0,
+            "created_at": time.time(),
+            "window_start": time.time(),
+            "updated_at": time.time(),
+        },
         name,
     )
 
@@ -36,10 +46,19 @@ def test_each_due_delivery_is_released_exactly_once_by_competing_schedulers(
     for d in ids:
         redis_client.hset(keys.delivery(d), mapping={"status": "scheduled", "next_at": past})
 
-    schedulers = [Scheduler(redis.Redis(connection_pool=redis_client.connection_pool),
-                            queue, interval=0.01, retention=3600, batch=50) for _ in range(4)]
-    threads = [threading.Thread(target=lambda s=s: [s.tick() for _ in range(20)])
-               for s in schedulers]
+    schedulers = [
+        Scheduler(
+            redis.Redis(connection_pool=redis_client.connection_pool),
+            queue,
+            interval=0.01,
+            retention=3600,
+            batch=50,
+        )
+        for _ in range(4)
+    ]
+    threads = [
+        threading.Thread(target=lambda s=s: [s.tick() for _ in range(20)]) for s in schedulers
+    ]
     for t in threads:
         t.start()
     for t in threads:

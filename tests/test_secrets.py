@@ -47,8 +47,11 @@ def all_redis_bytes(client: redis.Redis) -> bytes:
 
 
 def test_canary_secrets_stay_out_of_everything(
-    write_config: Callable[..., Path], client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any], httpserver: HTTPServer, redis_client: redis.Redis,
+    write_config: Callable[..., Path],
+    client_for: Callable[[Path], FlaskClient],
+    relay_processes: Callable[..., Any],
+    httpserver: HTTPServer,
+    redis_client: redis.Redis,
     capsys: Any,
 ) -> None:
     canary_token = "canary" + secrets.token_hex(12)
@@ -60,14 +63,22 @@ def test_canary_secrets_stay_out_of_everything(
 
     httpserver.expect_request("/in", method="POST").respond_with_handler(echoing_failure)
     env = {"CANARY_TOKEN": canary_token, "OUT_SECRET": outbound, "OPS_SECRET": TEST_SECRET}
-    path = write_config({
-        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": ["${OPS_SECRET}"]}],
-        "targets": [{"id": "sink", "kind": "webhook", "allow_private": True,
-                     "url": httpserver.url_for("/in") + "?token=${CANARY_TOKEN}",
-                     "secret": "${OUT_SECRET}",
-                     "retry": {"max_attempts": 2, "backoff_base": "0.1s"}}],
-        "routes": [{"source": "ops", "targets": ["sink"]}],
-    })
+    path = write_config(
+        {
+            "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": ["${OPS_SECRET}"]}],
+            "targets": [
+                {
+                    "id": "sink",
+                    "kind": "webhook",
+                    "allow_private": True,
+                    "url": httpserver.url_for("/in") + "?token=${CANARY_TOKEN}",
+                    "secret": "${OUT_SECRET}",
+                    "retry": {"max_attempts": 2, "backoff_base": "0.1s"},
+                }
+            ],
+            "routes": [{"source": "ops", "targets": ["sink"]}],
+        }
+    )
     os.environ.update(env)  # the app in this process resolves ${...} too
     try:
         client = client_for(path)
@@ -77,9 +88,15 @@ def test_canary_secrets_stay_out_of_everything(
         [delivery_id] = [m.decode() for m in redis_client.zrange(keys.DLQ, 0, -1)]
         bad = client.post("/hooks/ops", data=b"{}", headers={"content-type": "application/json"})
         runner = CliRunner()
-        outputs = [runner.invoke(main, args, env=procs.env).output for args in (
-            ["dlq", "ls"], ["dlq", "show", delivery_id, "--json"],
-            ["events", "show", event_id, "--json"], ["check", str(path)])]
+        outputs = [
+            runner.invoke(main, args, env=procs.env).output
+            for args in (
+                ["dlq", "ls"],
+                ["dlq", "show", delivery_id, "--json"],
+                ["events", "show", event_id, "--json"],
+                ["check", str(path)],
+            )
+        ]
     finally:
         for name in env:
             os.environ.pop(name, None)
@@ -89,8 +106,10 @@ def test_canary_secrets_stay_out_of_everything(
     assert attempts and all("[redacted]" in a["response"] for a in attempts)
     haystacks = {
         "redis": all_redis_bytes(redis_client).decode("utf-8", "replace"),
-        "worker log": procs.log("worker"), "scheduler log": procs.log("scheduler"),
-        "cli": "\n".join(outputs), "error body": bad.get_data(as_text=True),
+        "worker log": procs.log("worker"),
+        "scheduler log": procs.log("scheduler"),
+        "cli": "\n".join(outputs),
+        "error body": bad.get_data(as_text=True),
         "captured": "".join(capsys.readouterr()),
     }
     for canary in (canary_token, outbound, TEST_SECRET):

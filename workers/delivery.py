@@ -32,7 +32,9 @@ LOCK_MARGIN = 5.0  # the task is killed at its time limit; the lock outlives it 
 
 
 def retry_delay(
-    attempt: int, policy: RetryPolicy, retry_after: float | None = None,
+    attempt: int,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
     """Full jitter: uniform in [0, min(cap, base·2^(attempt-1))], never below ``retry_after``."""
@@ -44,7 +46,11 @@ def retry_delay(
 
 
 def next_attempt_at(
-    attempt: int, policy: RetryPolicy, *, now: float, window_start: float,
+    attempt: int,
+    policy: RetryPolicy,
+    *,
+    now: float,
+    window_start: float,
     retry_after: float | None = None,
 ) -> float | None:
     """When to try again after failed ``attempt``, or ``None`` when the policy is spent."""
@@ -74,9 +80,16 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
             target = ctx.targets[target_id]
             queue = keys.deliver_queue(target.family)
             fields: dict[str, str | int] = {
-                "id": make_delivery_id(event_id, index, target_id), "event_id": event_id,
-                "source": event.source, "target": target_id, "route": index, "queue": queue,
-                "status": "queued", "attempts": 0, "created_at": now, "window_start": now,
+                "id": make_delivery_id(event_id, index, target_id),
+                "event_id": event_id,
+                "source": event.source,
+                "target": target_id,
+                "route": index,
+                "queue": queue,
+                "status": "queued",
+                "attempts": 0,
+                "created_at": now,
+                "window_start": now,
                 "updated_at": now,
             }
             created += ctx.queue.create_delivery(fields, queue)
@@ -86,8 +99,12 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
 
 
 def _attempt(n: int, started: float, elapsed: float, outcome: str, **extra: Any) -> dict[str, Any]:
-    record = {"n": n, "started_at": round(started, 6), "duration_ms": round(elapsed * 1000, 2),
-              "outcome": outcome}
+    record = {
+        "n": n,
+        "started_at": round(started, 6),
+        "duration_ms": round(elapsed * 1000, 2),
+        "outcome": outcome,
+    }
     record.update({k: v for k, v in extra.items() if v is not None})
     return record
 
@@ -103,17 +120,31 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         log.info("deliver.skipped", delivery_id=delivery_id, reason=begun.verdict)
         return begun.verdict
     delivery = store.delivery(delivery_id) or {}
-    bound = log.bind(delivery_id=delivery_id, event_id=delivery.get("event_id"),
-                     target=delivery.get("target"), attempt=begun.attempt)
+    bound = log.bind(
+        delivery_id=delivery_id,
+        event_id=delivery.get("event_id"),
+        target=delivery.get("target"),
+        attempt=begun.attempt,
+    )
     event_json = store.event_json(delivery.get("event_id", ""), delivery)
     if begun.previous_status == "running":
-        store.add_attempt(delivery_id, _attempt(
-            begun.attempt - 1, float(delivery.get("updated_at") or 0), 0, "lost",
-            error="the worker stopped during this attempt"))
+        store.add_attempt(
+            delivery_id,
+            _attempt(
+                begun.attempt - 1,
+                float(delivery.get("updated_at") or 0),
+                0,
+                "lost",
+                error="the worker stopped during this attempt",
+            ),
+        )
     target_config = ctx.config.targets.get(delivery.get("target", ""))
     if target_config is None or event_json is None:
-        reason = ("target is no longer configured" if target_config is None
-                  else "the event record expired before delivery")
+        reason = (
+            "target is no longer configured"
+            if target_config is None
+            else "the event record expired before delivery"
+        )
         store.finish_dead(delivery_id, None, reason, event_json or "null")
         bound.warning("deliver.dead", reason=reason)
         return "dead"
@@ -125,8 +156,11 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         return "dead"
 
     context = DeliveryContext(
-        delivery_id=delivery_id, attempt=begun.attempt, event=GroupEvent.from_json(event_json),
-        event_json=event_json, timeout=target_config.timeout or ctx.settings.http_timeout,
+        delivery_id=delivery_id,
+        attempt=begun.attempt,
+        event=GroupEvent.from_json(event_json),
+        event_json=event_json,
+        timeout=target_config.timeout or ctx.settings.http_timeout,
     )
     started, t0 = time.time(), time.perf_counter()
     secrets = ctx.config.secrets
@@ -134,28 +168,49 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         result = ctx.targets[target_config.id].deliver(context)
     except RetryableDeliveryError as exc:
         elapsed = time.perf_counter() - t0
-        record = _attempt(begun.attempt, started, elapsed, "retry", status=exc.status,
-                          response=redact(exc.excerpt, secrets), error=redact(exc.message, secrets),
-                          retry_after=exc.retry_after)
-        due = next_attempt_at(begun.attempt, policy, now=time.time(),
-                              window_start=float(delivery.get("window_start") or started),
-                              retry_after=exc.retry_after)
+        record = _attempt(
+            begun.attempt,
+            started,
+            elapsed,
+            "retry",
+            status=exc.status,
+            response=redact(exc.excerpt, secrets),
+            error=redact(exc.message, secrets),
+            retry_after=exc.retry_after,
+        )
+        due = next_attempt_at(
+            begun.attempt,
+            policy,
+            now=time.time(),
+            window_start=float(delivery.get("window_start") or started),
+            retry_after=exc.retry_after,
+        )
         if due is None:
             record["outcome"] = "failed"
-            reason = (f"retries exhausted after {begun.attempt} attempts"
-                      if begun.attempt >= policy.max_attempts
-                      else f"max_age {policy.max_age:g}s reached")
+            reason = (
+                f"retries exhausted after {begun.attempt} attempts"
+                if begun.attempt >= policy.max_attempts
+                else f"max_age {policy.max_age:g}s reached"
+            )
             store.finish_dead(delivery_id, record, reason, event_json)
             bound.warning("deliver.dead", reason=reason, error=record.get("error"))
             return "dead"
         store.finish_retry(delivery_id, record, due)
-        bound.info("deliver.retry", in_seconds=round(due - time.time(), 3),
-                   error=record.get("error"))
+        bound.info(
+            "deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error")
+        )
         return "retry"
     except PermanentDeliveryError as exc:
         elapsed = time.perf_counter() - t0
-        record = _attempt(begun.attempt, started, elapsed, "failed", status=exc.status,
-                          response=redact(exc.excerpt, secrets), error=redact(exc.message, secrets))
+        record = _attempt(
+            begun.attempt,
+            started,
+            elapsed,
+            "failed",
+            status=exc.status,
+            response=redact(exc.excerpt, secrets),
+            error=redact(exc.message, secrets),
+        )
         store.finish_dead(delivery_id, record, "permanent failure", event_json)
         bound.warning("deliver.dead", reason="permanent failure", error=record.get("error"))
         return "dead"
@@ -163,8 +218,12 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         elapsed = time.perf_counter() - t0
         message = redact(f"unexpected {type(exc).__name__}: {exc}", secrets)
         record = _attempt(begun.attempt, started, elapsed, "retry", error=message)
-        due = next_attempt_at(begun.attempt, policy, now=time.time(),
-                              window_start=float(delivery.get("window_start") or started))
+        due = next_attempt_at(
+            begun.attempt,
+            policy,
+            now=time.time(),
+            window_start=float(delivery.get("window_start") or started),
+        )
         if due is None:
             record["outcome"] = "failed"
             store.finish_dead(delivery_id, record, "retries exhausted", event_json)
@@ -173,8 +232,16 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         store.finish_retry(delivery_id, record, due)
         return "retry"
     elapsed = time.perf_counter() - t0
-    store.finish_delivered(delivery_id, _attempt(
-        begun.attempt, started, elapsed, "delivered", status=result.status,
-        response=redact(result.excerpt, secrets)))
+    store.finish_delivered(
+        delivery_id,
+        _attempt(
+            begun.attempt,
+            started,
+            elapsed,
+            "delivered",
+            status=result.status,
+            response=redact(result.excerpt, secrets),
+        ),
+    )
     bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
     return "delivered"

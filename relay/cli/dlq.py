@@ -30,20 +30,28 @@ DURATION = DurationType()
 
 
 def _filters(func: Any) -> Any:
-    for option in reversed([
-        click.option("--target", help="Only dead letters of this target id."),
-        click.option("--source", help="Only dead letters of events from this source id."),
-        click.option("--older-than", type=DURATION, help="Dead for at least this long (1h)."),
-        click.option("--newer-than", type=DURATION, help="Dead for at most this long (30m)."),
-        click.option("--config", type=click.Path(path_type=Path), help="Config file."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--target", help="Only dead letters of this target id."),
+            click.option("--source", help="Only dead letters of events from this source id."),
+            click.option("--older-than", type=DURATION, help="Dead for at least this long (1h)."),
+            click.option("--newer-than", type=DURATION, help="Dead for at most this long (30m)."),
+            click.option("--config", type=click.Path(path_type=Path), help="Config file."),
+        ]
+    ):
         func = option(func)
     return func
 
 
-def _select(runtime: Runtime, ids: tuple[str, ...], select_all: bool,
-            target: str | None, source: str | None,
-            older_than: float | None, newer_than: float | None) -> Iterator[DeadLetter]:
+def _select(
+    runtime: Runtime,
+    ids: tuple[str, ...],
+    select_all: bool,
+    target: str | None,
+    source: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+) -> Iterator[DeadLetter]:
     filtered = any(v is not None for v in (target, source, older_than, newer_than))
     if ids and (select_all or filtered):
         raise click.UsageError("give delivery ids, or --all / filters, not both")
@@ -58,15 +66,20 @@ def _select(runtime: Runtime, ids: tuple[str, ...], select_all: bool,
             yield DeadLetter(delivery, float(delivery.get("dead_at", 0)))
         return
     yield from runtime.store.dead_letters(
-        target=target, source=source, older_than=older_than, newer_than=newer_than)
+        target=target, source=source, older_than=older_than, newer_than=newer_than
+    )
 
 
 def _summary(letter: DeadLetter) -> dict[str, Any]:
     d = letter.delivery
     return {
-        "id": letter.id, "event_id": d.get("event_id"), "source": d.get("source"),
-        "target": d.get("target"), "attempts": int(d.get("attempts", 0)),
-        "dead_at": letter.dead_at, "reason": d.get("dead_reason"),
+        "id": letter.id,
+        "event_id": d.get("event_id"),
+        "source": d.get("source"),
+        "target": d.get("target"),
+        "attempts": int(d.get("attempts", 0)),
+        "dead_at": letter.dead_at,
+        "reason": d.get("dead_reason"),
         "last_error": d.get("last_error"),
     }
 
@@ -87,12 +100,22 @@ def dlq() -> None:
 @_filters
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def ls(target: str | None, source: str | None, older_than: float | None,
-       newer_than: float | None, config: Path | None, limit: int, as_json: bool) -> None:
+def ls(
+    target: str | None,
+    source: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    config: Path | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List dead letters, oldest first."""
     runtime = load_runtime(config)
-    letters = list(runtime.store.dead_letters(target=target, source=source, older_than=older_than,
-                                              newer_than=newer_than, limit=limit))
+    letters = list(
+        runtime.store.dead_letters(
+            target=target, source=source, older_than=older_than, newer_than=newer_than, limit=limit
+        )
+    )
     if as_json:
         for letter in letters:
             click.echo(json.dumps(_summary(letter)))
@@ -105,8 +128,10 @@ def ls(target: str | None, source: str | None, older_than: float | None,
     for letter in letters:
         s = _summary(letter)
         reason = (s["reason"] or "") + (f": {s['last_error']}" if s["last_error"] else "")
-        click.echo(f"{s['id']:38} {s['target'] or '':16} {s['source'] or '':12} "
-                   f"{s['attempts']:>5} {_age(now - letter.dead_at):>5}  {reason[:80]}")
+        click.echo(
+            f"{s['id']:38} {s['target'] or '':16} {s['source'] or '':12} "
+            f"{s['attempts']:>5} {_age(now - letter.dead_at):>5}  {reason[:80]}"
+        )
 
 
 @dlq.command()
@@ -121,8 +146,11 @@ def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
         click.echo(f"{delivery_id}: not in the dead-letter queue", err=True)
         raise SystemExit(1)
     letter = DeadLetter(delivery, float(delivery.get("dead_at", 0)))
-    detail = {**_summary(letter), "event": json.loads(delivery.get("event") or "null"),
-              "attempts_log": runtime.store.attempts(delivery_id)}
+    detail = {
+        **_summary(letter),
+        "event": json.loads(delivery.get("event") or "null"),
+        "attempts_log": runtime.store.attempts(delivery_id),
+    }
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
@@ -130,8 +158,10 @@ def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
         click.echo(f"{key:11} {detail[key]}")
     click.echo("attempts:")
     for a in detail["attempts_log"]:
-        click.echo(f"  #{a.get('n')} {a.get('outcome'):9} status={a.get('status', '-')} "
-                   f"{a.get('duration_ms', 0):.0f}ms {a.get('error', '')}")
+        click.echo(
+            f"  #{a.get('n')} {a.get('outcome'):9} status={a.get('status', '-')} "
+            f"{a.get('duration_ms', 0):.0f}ms {a.get('error', '')}"
+        )
     click.echo("event:")
     click.echo(json.dumps(detail["event"], indent=2))
 
@@ -141,9 +171,16 @@ def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
 @click.option("--all", "select_all", is_flag=True, help="Every dead letter, or all matching.")
 @_filters
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
-def replay(ids: tuple[str, ...], select_all: bool, target: str | None, source: str | None,
-           older_than: float | None, newer_than: float | None, config: Path | None,
-           dry_run: bool) -> None:
+def replay(
+    ids: tuple[str, ...],
+    select_all: bool,
+    target: str | None,
+    source: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    config: Path | None,
+    dry_run: bool,
+) -> None:
     """Send dead letters again under their same delivery ids (targets can dedupe)."""
     runtime = load_runtime(config)
     letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
@@ -161,9 +198,16 @@ def replay(ids: tuple[str, ...], select_all: bool, target: str | None, source: s
 @click.option("--all", "select_all", is_flag=True, help="Every dead letter, or all matching.")
 @_filters
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge(ids: tuple[str, ...], select_all: bool, target: str | None, source: str | None,
-          older_than: float | None, newer_than: float | None, config: Path | None,
-          yes: bool) -> None:
+def purge(
+    ids: tuple[str, ...],
+    select_all: bool,
+    target: str | None,
+    source: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    config: Path | None,
+    yes: bool,
+) -> None:
     """Delete dead letters for good."""
     runtime = load_runtime(config)
     letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))

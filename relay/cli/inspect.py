@@ -26,8 +26,10 @@ def queues(config: Path | None, as_json: bool) -> None:
         return
     for name, depth in stats["queues"].items():
         click.echo(f"{name:24} {depth:>8}")
-    click.echo(f"{'scheduled':24} {stats['scheduled']:>8}  ({stats['scheduled_due']} due, "
-               f"oldest due {stats['schedule_lag_seconds']}s ago)")
+    click.echo(
+        f"{'scheduled':24} {stats['scheduled']:>8}  ({stats['scheduled_due']} due, "
+        f"oldest due {stats['schedule_lag_seconds']}s ago)"
+    )
     click.echo(f"{'in flight':24} {stats['in_flight']:>8}")
     click.echo(f"{'dead letters':24} {stats['dead_letters']:>8}")
 
@@ -49,14 +51,21 @@ def ls(config: Path | None, limit: int, as_json: bool) -> None:
         if record is None:
             continue
         event = record["event"]
-        row = {"id": event_id, "source": event["source"], "type": event["type"],
-               "status": record["status"], "received_at": record["received_at"]}
+        row = {
+            "id": event_id,
+            "source": event["source"],
+            "type": event["type"],
+            "status": record["status"],
+            "received_at": record["received_at"],
+        }
         if as_json:
             click.echo(json.dumps(row))
         else:
             age = time.time() - record["received_at"]
-            click.echo(f"{event_id:40} {row['source']:12} {row['type']:16} "
-                       f"{row['status']:9} {age:7.0f}s ago")
+            click.echo(
+                f"{event_id:40} {row['source']:12} {row['type']:16} "
+                f"{row['status']:9} {age:7.0f}s ago"
+            )
 
 
 @events.command()
@@ -82,11 +91,15 @@ def show(event_id: str, config: Path | None, as_json: bool) -> None:
     click.echo(json.dumps(record["event"], indent=2))
     click.echo(f"status: {record['status']}")
     for d in deliveries:
-        click.echo(f"- {d.get('id')} → {d.get('target')}: {d.get('status')} "
-                   f"after {d.get('attempts')} attempt(s)")
+        click.echo(
+            f"- {d.get('id')} → {d.get('target')}: {d.get('status')} "
+            f"after {d.get('attempts')} attempt(s)"
+        )
         for a in d["attempts_log"]:
-            click.echo(f"    #{a.get('n')} {a.get('outcome'):9} status={a.get('status', '-')} "
-                       f"{a.get('duration_ms', 0):.0f}ms {a.get('error', '')}")
+            click.echo(
+                f"    #{a.get('n')} {a.get('outcome'):9} status={a.get('status', '-')} "
+                f"{a.get('duration_ms', 0):.0f}ms {a.get('error', '')}"
+            )
 
 
 COMMANDS = [queues, events]

@@ -29,8 +29,9 @@ def scheduler() -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    Scheduler(client, queue, interval=settings.scheduler_interval,
-              retention=settings.retention).run(stop)
+    Scheduler(
+        client, queue, interval=settings.scheduler_interval, retention=settings.retention
+    ).run(stop)
 
 
 COMMANDS = [scheduler]

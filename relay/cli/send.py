@@ -25,14 +25,24 @@ def default_base() -> str:
 
 @click.command()
 @click.argument("source_id", metavar="SOURCE")
-@click.option("--file", "body_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Body to send (default: the source kind's sample event).")
-@click.option("--url", "base", help="Base URL of the relay (default http://127.0.0.1:$RELAY_PORT "
-                                    "or :8000).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="The routing config (default: $RELAY_CONFIG or relay.yaml).")
-def send(source_id: str, body_file: Path | None, base: str | None,
-         config_path: Path | None) -> None:
+@click.option(
+    "--file",
+    "body_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Body to send (default: the source kind's sample event).",
+)
+@click.option(
+    "--url", "base", help="Base URL of the relay (default http://127.0.0.1:$RELAY_PORT or :8000)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="The routing config (default: $RELAY_CONFIG or relay.yaml).",
+)
+def send(
+    source_id: str, body_file: Path | None, base: str | None, config_path: Path | None
+) -> None:
     """Post a correctly signed sample event to /hooks/SOURCE; exit 0 on a 2xx answer."""
     from relay.cli.common import load_settings
 

@@ -21,13 +21,25 @@ GRACE = 20.0  # celery's warm shutdown lets running deliveries finish
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="The routing config (default: $RELAY_CONFIG or relay.yaml).")
-@click.option("--port", default=8000, show_default=True, envvar="RELAY_PORT",
-              help="Port of the web process ($RELAY_PORT).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="The routing config (default: $RELAY_CONFIG or relay.yaml).",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    envvar="RELAY_PORT",
+    help="Port of the web process ($RELAY_PORT).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--concurrency", type=click.IntRange(min=1),
-              help="Green threads of the worker (default: $RELAY_WORKER_CONCURRENCY or 64).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Green threads of the worker (default: $RELAY_WORKER_CONCURRENCY or 64).",
+)
 def up(config_path: Path | None, port: int, host: str, concurrency: int | None) -> None:
     """Run web, worker and scheduler together; start a local Redis unless RELAY_REDIS_URL."""
     from relay.cli.common import load_settings
@@ -36,8 +48,8 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
     settings = load_settings()
     path = (config_path or settings.config).absolute()
     config = _validated(path)
-    embedded = None if os.environ.get("RELAY_REDIS_URL") else EmbeddedRedis(
-        settings.state_dir / "redis"
+    embedded = (
+        None if os.environ.get("RELAY_REDIS_URL") else EmbeddedRedis(settings.state_dir / "redis")
     )
     try:  # stop Redis on every way out, also a Ctrl-C held back while it started
         if embedded is None:
@@ -46,8 +58,12 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
             embedded.start()
             redis_url = embedded.url
             redis_note = f"embedded redis-server, data in {embedded.data_dir}"
-        env = {**os.environ, "RELAY_REDIS_URL": redis_url, "RELAY_CONFIG": str(path),
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "RELAY_REDIS_URL": redis_url,
+            "RELAY_CONFIG": str(path),
+            "PYTHONUNBUFFERED": "1",
+        }
         children = _children(host, port, concurrency or settings.worker_concurrency, env)
         _banner(config, host, port, f"{_redact(redis_url)} ({redis_note})")
         code = Supervisor(children, grace=GRACE).run()
@@ -76,11 +92,40 @@ def _children(host: str, port: int, concurrency: int, env: dict[str, str]) -> li
     web_env = {"WEB_CONCURRENCY": "2", **env}  # a dev run needs no process per core
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return [
-        Child("web", [py, "-m", "gunicorn", "-c", "python:relay.gunicorn_conf",
-                      "--bind", bind, "relay.wsgi:app"], web_env),
-        Child("worker", [py, "-m", "celery", "-A", "workers.celery_app", "worker",
-                         "-P", "gevent", "-c", str(concurrency), "--without-gossip",
-                         "--without-mingle", "--loglevel", "INFO"], env),
+        Child(
+            "web",
+            [
+                py,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:relay.gunicorn_conf",
+                "--bind",
+                bind,
+                "relay.wsgi:app",
+            ],
+            web_env,
+        ),
+        Child(
+            "worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "-P",
+                "gevent",
+                "-c",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+        ),
         Child("scheduler", [py, "-m", "relay.cli", "scheduler"], env),
     ]
 
@@ -91,8 +136,13 @@ def _banner(config: RelayConfig, host: str, port: int, redis: str) -> None:
     lines = ["relay up", "  hooks:"]
     lines += [f"    POST {base}/hooks/{sid}" for sid in config.sources] or ["    (no sources)"]
     send = "relay send <source>" + ("" if port == 8000 else f" --url {base}")
-    lines += [f"  health: {base}/readyz", f"  redis:  {redis}", f"  try:    {send}",
-              "  Ctrl-C to stop", ""]
+    lines += [
+        f"  health: {base}/readyz",
+        f"  redis:  {redis}",
+        f"  try:    {send}",
+        "  Ctrl-C to stop",
+        "",
+    ]
     click.echo("\n".join(lines))
 
 

@@ -60,23 +60,33 @@ class StandardWebhooksSource(BaseSource):
         msg_id = request.header("webhook-id")
         stamp = request.header("webhook-timestamp")
         header = request.header("webhook-signature")
-        missing = [n for n, v in (("webhook-id", msg_id), ("webhook-timestamp", stamp),
-                                  ("webhook-signature", header)) if not v]
+        missing = [
+            n
+            for n, v in (
+                ("webhook-id", msg_id),
+                ("webhook-timestamp", stamp),
+                ("webhook-signature", header),
+            )
+            if not v
+        ]
         if missing:
             raise Unauthorized(f"missing header {', '.join(missing)}", code="missing_signature")
         assert msg_id and stamp and header
         if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
-            raise Unauthorized("webhook-timestamp is not a Unix time in seconds",
-                               code="invalid_timestamp")
+            raise Unauthorized(
+                "webhook-timestamp is not a Unix time in seconds", code="invalid_timestamp"
+            )
         skew = time.time() - int(stamp)
         if abs(skew) > self.options.tolerance:
             raise Unauthorized(
                 f"webhook-timestamp is {abs(int(skew))}s {'old' if skew > 0 else 'ahead'}; "
-                f"the window is ±{self.options.tolerance:g}s", code="stale_timestamp",
+                f"the window is ±{self.options.tolerance:g}s",
+                code="stale_timestamp",
             )
         if not signing.matches(self.keys, msg_id, stamp, request.body, header):
-            raise Unauthorized("no v1 signature matches a configured secret",
-                               code="invalid_signature")
+            raise Unauthorized(
+                "no v1 signature matches a configured secret", code="invalid_signature"
+            )
 
     def parse(self, request: InboundRequest) -> Parsed:
         event = event_from_json(self.config.id, read_json(request))

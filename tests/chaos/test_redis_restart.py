@@ -21,9 +21,12 @@ from tests.test_pipeline import EVENT, signed_post
 
 
 def test_redis_crash_and_restart_while_retrying_loses_nothing(
-    write_config: Callable[..., Path], client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any], threaded_httpserver: HTTPServer,
-    redis_server: EmbeddedRedis, redis_client: redis.Redis,
+    write_config: Callable[..., Path],
+    client_for: Callable[[Path], FlaskClient],
+    relay_processes: Callable[..., Any],
+    threaded_httpserver: HTTPServer,
+    redis_server: EmbeddedRedis,
+    redis_client: redis.Redis,
 ) -> None:
     arrived: set[str] = set()
     failures = {"left": 40}
@@ -38,9 +41,12 @@ def test_redis_crash_and_restart_while_retrying_loses_nothing(
         return Response("ok")
 
     threaded_httpserver.expect_request("/in", method="POST").respond_with_handler(flaky_sink)
-    path = write_config(ops_config(threaded_httpserver.url_for("/in"),
-                                   retry={"max_attempts": 20, "backoff_base": "0.3s",
-                                          "backoff_cap": "2s"}))
+    path = write_config(
+        ops_config(
+            threaded_httpserver.url_for("/in"),
+            retry={"max_attempts": 20, "backoff_base": "0.3s", "backoff_cap": "2s"},
+        )
+    )
     client = client_for(path)
     relay_processes(path)
     accepted = [signed_post(client, EVENT).get_json()["event_id"] for _ in range(30)]

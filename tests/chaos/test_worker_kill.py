@@ -20,8 +20,11 @@ from tests.test_pipeline import EVENT, signed_post
 
 
 def test_kill_9_of_a_worker_mid_delivery_loses_nothing(
-    write_config: Callable[..., Path], client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any], threaded_httpserver: HTTPServer, redis_client: redis.Redis,
+    write_config: Callable[..., Path],
+    client_for: Callable[[Path], FlaskClient],
+    relay_processes: Callable[..., Any],
+    threaded_httpserver: HTTPServer,
+    redis_client: redis.Redis,
 ) -> None:
     arrivals: list[str] = []
     lock = threading.Lock()
@@ -36,8 +39,9 @@ def test_kill_9_of_a_worker_mid_delivery_loses_nothing(
 
     httpserver = threaded_httpserver
     httpserver.expect_request("/in", method="POST").respond_with_handler(slow_sink)
-    path = write_config(ops_config(httpserver.url_for("/in"),
-                                   retry={"max_attempts": 5, "backoff_base": "0.2s"}))
+    path = write_config(
+        ops_config(httpserver.url_for("/in"), retry={"max_attempts": 5, "backoff_base": "0.2s"})
+    )
     client = client_for(path)
     procs = relay_processes(path)
     accepted = [signed_post(client, EVENT).get_json()["event_id"] for _ in range(10)]
@@ -47,8 +51,9 @@ def test_kill_9_of_a_worker_mid_delivery_loses_nothing(
     procs.start_worker("worker-2")
 
     def delivery_ids() -> set[str]:
-        return {m.decode() for e in accepted
-                for m in redis_client.smembers(keys.event_deliveries(e))}
+        return {
+            m.decode() for e in accepted for m in redis_client.smembers(keys.event_deliveries(e))
+        }
 
     def all_delivered() -> bool:
         ids = delivery_ids()
@@ -59,7 +64,8 @@ def test_kill_9_of_a_worker_mid_delivery_loses_nothing(
     delivered_ids = delivery_ids()
     assert delivered_ids <= set(arrivals)  # every accepted event reached the sink
     assert redis_client.zcard(keys.DLQ) == 0
-    attempts = [json.loads(a) for d in delivered_ids
-                for a in redis_client.lrange(keys.attempts(d), 0, -1)]
+    attempts = [
+        json.loads(a) for d in delivered_ids for a in redis_client.lrange(keys.attempts(d), 0, -1)
+    ]
     lost = [a for a in attempts if a["outcome"] == "lost"]
     assert lost, "the interrupted attempt is recorded as lost"

@@ -20,27 +20,49 @@ from tests.conftest import TEST_SECRET
 
 @pytest.fixture
 def env(redis_url: str, write_config: Callable[..., Path], tmp_path: Path) -> dict[str, str]:
-    path = write_config({
-        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]},
-                    {"id": "gh", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-        "targets": [{"id": "a", "kind": "file", "path": str(tmp_path / "a")},
-                    {"id": "b", "kind": "file", "path": str(tmp_path / "b")}],
-        "routes": [{"source": "ops", "targets": ["a", "b"]}],
-    })
+    path = write_config(
+        {
+            "sources": [
+                {"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]},
+                {"id": "gh", "kind": "standard_webhooks", "secrets": [TEST_SECRET]},
+            ],
+            "targets": [
+                {"id": "a", "kind": "file", "path": str(tmp_path / "a")},
+                {"id": "b", "kind": "file", "path": str(tmp_path / "b")},
+            ],
+            "routes": [{"source": "ops", "targets": ["a", "b"]}],
+        }
+    )
     return {"RELAY_REDIS_URL": redis_url, "RELAY_CONFIG": str(path)}
 
 
-def dead_letter(client: redis.Redis, delivery_id: str, target: str, source: str,
-                died_ago: float = 0) -> None:
+def dead_letter(
+    client: redis.Redis, delivery_id: str, target: str, source: str, died_ago: float = 0
+) -> None:
     queue, store = Queue(client, lease=60, retention=3600), Store(client, retention=3600)
     name = keys.deliver_queue("storage")
-    queue.create_delivery({"id": delivery_id, "event_id": f"evt_{delivery_id}", "source": source,
-                           "target": target, "route": 0, "queue": name, "status": "queued",
-                           "attempts": 3, "created_at": time.time(),
-                           "window_start": time.time()}, name)
+    queue.create_delivery(
+        {
+            "id": delivery_id,
+            "event_id": f"evt_{delivery_id}",
+            "source": source,
+            "target": target,
+            "route": 0,
+            "queue": name,
+            "status": "queued",
+            "attempts": 3,
+            "created_at": time.time(),
+            "window_start": time.time(),
+        },
+        name,
+    )
     attempt = {"n": 3, "outcome": "failed", "status": 500, "error": "HTTP 500"}
-    store.finish_dead(delivery_id, attempt, "retries exhausted after 3 attempts",
-                      json.dumps({"id": f"evt_{delivery_id}", "source": source}))
+    store.finish_dead(
+        delivery_id,
+        attempt,
+        "retries exhausted after 3 attempts",
+        json.dumps({"id": f"evt_{delivery_id}", "source": source}),
+    )
     client.zadd(keys.DLQ, {delivery_id: time.time() - died_ago})
     client.delete(name)
 

@@ -91,8 +91,9 @@ def test_send_posts_a_correctly_signed_sample(
     httpserver.expect_oneshot_request("/hooks/ops", method="POST").respond_with_json(
         {"event_id": "evt_1"}, status=202
     )
-    result = runner.invoke(main, ["send", "ops", "--config", str(config),
-                                  "--url", httpserver.url_for("/")])
+    result = runner.invoke(
+        main, ["send", "ops", "--config", str(config), "--url", httpserver.url_for("/")]
+    )
     assert result.exit_code == 0, result.output
     assert "202" in result.output and "evt_1" in result.output
     request, _ = httpserver.log[0]
@@ -107,27 +108,35 @@ def test_send_posts_the_given_file(
     event = tmp_path / "event.json"
     event.write_bytes(b'{"type": "message.created", "data": {"text": "from a file"}}')
     httpserver.expect_oneshot_request("/hooks/ops", method="POST").respond_with_data("", 202)
-    result = runner.invoke(main, ["send", "ops", "--config", str(config), "--file", str(event),
-                                  "--url", httpserver.url_for("/")])
+    result = runner.invoke(
+        main,
+        [
+            "send",
+            "ops",
+            "--config",
+            str(config),
+            "--file",
+            str(event),
+            "--url",
+            httpserver.url_for("/"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert httpserver.log[0][0].get_data() == event.read_bytes()
 
 
-def test_send_exits_1_on_a_refusal(
-    runner: CliRunner, config: Path, httpserver: HTTPServer
-) -> None:
+def test_send_exits_1_on_a_refusal(runner: CliRunner, config: Path, httpserver: HTTPServer) -> None:
     httpserver.expect_oneshot_request("/hooks/ops").respond_with_json(
         {"error": "invalid_signature"}, status=401
     )
-    result = runner.invoke(main, ["send", "ops", "--config", str(config),
-                                  "--url", httpserver.url_for("/")])
+    result = runner.invoke(
+        main, ["send", "ops", "--config", str(config), "--url", httpserver.url_for("/")]
+    )
     assert result.exit_code == 1
     assert "401" in result.output and "invalid_signature" in result.output
 
 
-def test_send_to_an_unknown_source_lists_the_known_ones(
-    runner: CliRunner, config: Path
-) -> None:
+def test_send_to_an_unknown_source_lists_the_known_ones(runner: CliRunner, config: Path) -> None:
     result = runner.invoke(main, ["send", "opz", "--config", str(config)])
     assert result.exit_code == 1
     assert "unknown source 'opz'" in result.output

@@ -35,6 +35,7 @@ RELAY = [sys.executable, "-m", "relay.cli"]
 
 # --- the process tree, from /proc -------------------------------------------------------
 
+
 def stat_of(pid: int) -> tuple[int, str, int] | None:
     """(parent pid, state, start time) of a process, or None if it is gone."""
     try:
@@ -85,6 +86,7 @@ def find(tree: dict[int, tuple[int, str]], fragment: str) -> list[int]:
 
 # --- running `relay up` -----------------------------------------------------------------
 
+
 @dataclass
 class Up:
     proc: subprocess.Popen[bytes]
@@ -125,7 +127,11 @@ class Up:
         return found
 
     def stop_and_check(
-        self, sig: int | None, *, group: bool = False, expect: int = 0,
+        self,
+        sig: int | None,
+        *,
+        group: bool = False,
+        expect: int = 0,
         tree: dict[int, tuple[int, str]] | None = None,
     ) -> None:
         """Send ``sig`` (None: none), expect exit ``expect`` within the grace, no survivors."""
@@ -143,8 +149,7 @@ class Up:
 
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    return {**env, **TEST_ENV, "RELAY_WORKER_CONCURRENCY": "4", "WEB_CONCURRENCY": "1",
-            **extra}
+    return {**env, **TEST_ENV, "RELAY_WORKER_CONCURRENCY": "4", "WEB_CONCURRENCY": "1", **extra}
 
 
 @pytest.fixture
@@ -163,8 +168,12 @@ def start_up(workdir: Path) -> Iterator[Callable[..., Up]]:
         log = workdir / f"up-{len(started)}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [*RELAY, "up", "--port", str(port), *args], cwd=workdir, env=base_env(**env),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                [*RELAY, "up", "--port", str(port), *args],
+                cwd=workdir,
+                env=base_env(**env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group, like a terminal's foreground job
             )
         up = Up(proc, workdir, port, log)
@@ -196,6 +205,7 @@ def redis_url_in(output: str) -> str:
 
 # --- the tests --------------------------------------------------------------------------
 
+
 def test_up_runs_a_first_event_end_to_end_and_stops_on_sigterm(
     start_up: Callable[..., Up], workdir: Path
 ) -> None:
@@ -213,8 +223,14 @@ def test_up_runs_a_first_event_end_to_end_and_stops_on_sigterm(
         client.close()
     assert find(tree, "redis-server")
 
-    sent = subprocess.run([*RELAY, "send", "ops", "--url", up.base], cwd=workdir,
-                          env=base_env(), capture_output=True, text=True, timeout=30)
+    sent = subprocess.run(
+        [*RELAY, "send", "ops", "--url", up.base],
+        cwd=workdir,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert sent.returncode == 0, sent.stdout + sent.stderr
     event_id = json.loads(sent.stdout.splitlines()[-1])["event_id"]
 
@@ -228,9 +244,7 @@ def test_up_runs_a_first_event_end_to_end_and_stops_on_sigterm(
     assert (workdir / ".relay" / "redis" / "appendonlydir").is_dir()  # kept for the next run
 
 
-def test_ctrl_c_stops_everything_and_redis_last(
-    start_up: Callable[..., Up], workdir: Path
-) -> None:
+def test_ctrl_c_stops_everything_and_redis_last(start_up: Callable[..., Up], workdir: Path) -> None:
     up = start_up()
     up.ready()
     up.wait_for_children("redis-server", "gunicorn", "celery", "relay.cli scheduler")
@@ -251,9 +265,7 @@ def test_a_child_dying_stops_everything_with_exit_1(start_up: Callable[..., Up])
     assert "scheduler exited on its own (killed by SIGKILL)" in up.output
 
 
-def test_a_killed_relay_up_leaves_no_children(
-    start_up: Callable[..., Up], redis_url: str
-) -> None:
+def test_a_killed_relay_up_leaves_no_children(start_up: Callable[..., Up], redis_url: str) -> None:
     """SIGKILL cannot be handled: PR_SET_PDEATHSIG makes the children stop themselves."""
     up = start_up(RELAY_REDIS_URL=redis_url)
     up.ready()
@@ -269,15 +281,22 @@ def test_up_refuses_an_invalid_config(workdir: Path) -> None:
     (workdir / "bad.yaml").write_text(
         "sources: [{id: ops, kind: standard_webhooks, secrets: [nope]}]\n"
     )
-    result = subprocess.run([*RELAY, "up", "--config", "bad.yaml"], cwd=workdir,
-                            env=base_env(), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*RELAY, "up", "--config", "bad.yaml"],
+        cwd=workdir,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "sources[0].secrets" in result.stderr and "whsec_" in result.stderr
     assert not (workdir / ".relay" / "redis").exists()  # nothing was started
 
 
 def test_up_without_a_config_suggests_init(tmp_path: Path) -> None:
-    result = subprocess.run([*RELAY, "up"], cwd=tmp_path, env=base_env(),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*RELAY, "up"], cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1
     assert "relay init" in result.stderr

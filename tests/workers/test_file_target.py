@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_target(path: Path, target_id: str = "archive") -> FileTarget:
-    return FileTarget(TargetConfig(id=target_id, kind="file",
-                                   options=FileTarget.Options(path=path)))
+    return FileTarget(
+        TargetConfig(id=target_id, kind="file", options=FileTarget.Options(path=path))
+    )
 
 
 def context(delivery_id: str = "dlv_1", attempt: int = 1, text: str = "hello") -> DeliveryContext:
@@ -136,6 +137,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     folder = tmp_path / "conf"
     folder.mkdir()
     (folder / "relay.yaml").write_text(
-        "sources: []\ntargets: [{id: out, kind: file, path: outbox}]\nroutes: []\n")
+        "sources: []\ntargets: [{id: out, kind: file, path: outbox}]\nroutes: []\n"
+    )
     config = load_config(folder / "relay.yaml")
     assert config.targets["out"].options.path == folder.resolve() / "outbox"

@@ -123,8 +123,13 @@ def test_check_url_refuses_other_schemes_even_when_private_allowed(url: str) -> 
 
 @pytest.mark.parametrize(
     "url",
-    ["http:///path", "http://", "http://127.0.0.1\\@example.com/", "http://exa mple.com/",
-     "http://example.com:99999/"],
+    [
+        "http:///path",
+        "http://",
+        "http://127.0.0.1\\@example.com/",
+        "http://exa mple.com/",
+        "http://example.com:99999/",
+    ],
 )
 def test_check_url_refuses_malformed(url: str) -> None:
     with pytest.raises(ValueError):
@@ -133,8 +138,13 @@ def test_check_url_refuses_malformed(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://hooks.example.com/in?token=abc", "http://93.184.215.14:8080/", "HTTPS://Example.COM",
-     "http://[2606:4700:4700::1111]/", "http://[::ffff:8.8.8.8]/"],
+    [
+        "https://hooks.example.com/in?token=abc",
+        "http://93.184.215.14:8080/",
+        "HTTPS://Example.COM",
+        "http://[2606:4700:4700::1111]/",
+        "http://[::ffff:8.8.8.8]/",
+    ],
 )
 def test_check_url_accepts_public(url: str) -> None:
     check_url(url, allow_private=False)
@@ -150,15 +160,30 @@ def test_check_url_does_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("address", "why"),
     [
-        ("127.0.0.1", "loopback"), ("127.255.0.9", "loopback"), ("0.0.0.0", "this network"),
-        ("10.1.2.3", "private"), ("172.31.255.255", "private"), ("192.168.0.1", "private"),
-        ("169.254.169.254", "link-local"), ("100.127.0.1", "carrier-grade NAT"),
-        ("224.0.0.1", "multicast"), ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"),
-        ("192.0.0.8", "IETF"), ("198.18.0.1", "benchmarking"), ("::", "unspecified"),
-        ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("::ffff:10.0.0.1", "private"),
-        ("fc00::1", "unique-local"), ("fd12:3456::1", "unique-local"), ("fe80::1", "link-local"),
-        ("ff02::1", "multicast"), ("2002:a9fe:a9fe::", "link-local"),
-        ("64:ff9b::7f00:1", "loopback"), ("2001:db8::1", "documentation"),
+        ("127.0.0.1", "loopback"),
+        ("127.255.0.9", "loopback"),
+        ("0.0.0.0", "this network"),
+        ("10.1.2.3", "private"),
+        ("172.31.255.255", "private"),
+        ("192.168.0.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("100.127.0.1", "carrier-grade NAT"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("192.0.0.8", "IETF"),
+        ("198.18.0.1", "benchmarking"),
+        ("::", "unspecified"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:10.0.0.1", "private"),
+        ("fc00::1", "unique-local"),
+        ("fd12:3456::1", "unique-local"),
+        ("fe80::1", "link-local"),
+        ("ff02::1", "multicast"),
+        ("2002:a9fe:a9fe::", "link-local"),
+        ("64:ff9b::7f00:1", "loopback"),
+        ("2001:db8::1", "documentation"),
         ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # teredo client 127.0.0.1
     ],
 )
@@ -235,9 +260,7 @@ def test_one_private_answer_refuses_the_whole_name(
 def allow_standin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Treat 127.0.0.2 as public, so a "public" server can run on loopback."""
     real = guard.refusal
-    monkeypatch.setattr(
-        guard, "refusal", lambda ip: None if str(ip) == "127.0.0.2" else real(ip)
-    )
+    monkeypatch.setattr(guard, "refusal", lambda ip: None if str(ip) == "127.0.0.2" else real(ip))
 
 
 def test_dns_rebinding_connects_only_to_the_checked_address(
@@ -353,8 +376,9 @@ def test_non_2xx_statuses(
 
 
 def test_429_retry_after_seconds(sink: HTTPServer) -> None:
-    sink.expect_request("/hook").respond_with_data("slow", status=429,
-                                                   headers={"retry-after": "37"})
+    sink.expect_request("/hook").respond_with_data(
+        "slow", status=429, headers={"retry-after": "37"}
+    )
     response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(RetryableDeliveryError) as info:
         classify(response)
@@ -363,8 +387,9 @@ def test_429_retry_after_seconds(sink: HTTPServer) -> None:
 
 def test_503_retry_after_http_date(sink: HTTPServer) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
-    sink.expect_request("/hook").respond_with_data("busy", status=503,
-                                                   headers={"retry-after": when})
+    sink.expect_request("/hook").respond_with_data(
+        "busy", status=503, headers={"retry-after": when}
+    )
     response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(RetryableDeliveryError) as info:
         classify(response)
@@ -374,9 +399,17 @@ def test_503_retry_after_http_date(sink: HTTPServer) -> None:
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [
-        ("0", 0.0), ("120", 120.0), (" 5 ", 5.0), ("-3", 0.0), ("soon", None), ("", None),
-        (None, None), ("1.5", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
-        ("Wed, 21 Oct 2015 07:30:00 GMT", 120.0), ("Wed, 99 Foo 2015 07:28:00 GMT", None),
+        ("0", 0.0),
+        ("120", 120.0),
+        (" 5 ", 5.0),
+        ("-3", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("1.5", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Wed, 21 Oct 2015 07:30:00 GMT", 120.0),
+        ("Wed, 99 Foo 2015 07:28:00 GMT", None),
     ],
 )
 def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
@@ -441,8 +474,10 @@ def test_messages_never_carry_userinfo_query_or_path_tokens(sink: HTTPServer) ->
 
 
 def test_safe_url() -> None:
-    assert safe_url("https://u:p@hooks.example.com/services/T/B/x?y=1#z") == \
-        "https://hooks.example.com/…"
+    assert (
+        safe_url("https://u:p@hooks.example.com/services/T/B/x?y=1#z")
+        == "https://hooks.example.com/…"
+    )
     assert safe_url("http://[::1]:8080/") == "http://[::1]:8080/"
     assert safe_url("http://example.com") == "http://example.com/"
 
@@ -461,18 +496,46 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     def run(*args: str | Path) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    run("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.pem", "-days", "2",
-        "-subj", "/CN=group-relay test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        d / "ca.key",
+        "-out",
+        d / "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=group-relay test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     run("req", *ec, "-keyout", d / "sink.key", "-out", d / "sink.csr", "-subj", "/CN=sink.example")
     (d / "ext.cnf").write_text(
         "subjectAltName=DNS:sink.example\nbasicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
-    run("x509", "-req", "-in", d / "sink.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-        "-CAcreateserial", "-out", d / "sink.pem", "-days", "2", "-extfile", d / "ext.cnf")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        d / "sink.csr",
+        "-CA",
+        d / "ca.pem",
+        "-CAkey",
+        d / "ca.key",
+        "-CAcreateserial",
+        "-out",
+        d / "sink.pem",
+        "-days",
+        "2",
+        "-extfile",
+        d / "ext.cnf",
+    )
     return {"ca": d / "ca.pem", "cert": d / "sink.pem", "key": d / "sink.key"}
 
 

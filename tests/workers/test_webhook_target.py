@@ -40,19 +40,33 @@ def sink(server: HTTPServer) -> HTTPServer:
     return server
 
 
-def make_target(url: str, *, allow_private: bool = True, timeout: float | None = None,
-                **options: Any) -> WebhookTarget:
+def make_target(
+    url: str, *, allow_private: bool = True, timeout: float | None = None, **options: Any
+) -> WebhookTarget:
     config = TargetConfig(
-        id="sink", kind="webhook", allow_private=allow_private, timeout=timeout,
+        id="sink",
+        kind="webhook",
+        allow_private=allow_private,
+        timeout=timeout,
         options=WebhookTarget.Options(url=url, **options),
     )
     return WebhookTarget(config)
 
 
-def context(delivery_id: str = "dlv_0001", attempt: int = 1, timeout: float = 5.0,
-            text: str = "deploy finished ✅") -> DeliveryContext:
-    event = GroupEvent(id="evt_1", source="ops", type="message.created", text=text,
-                       group=Party(id="g1", name="ops room"), sender=Party(id="u1"))
+def context(
+    delivery_id: str = "dlv_0001",
+    attempt: int = 1,
+    timeout: float = 5.0,
+    text: str = "deploy finished ✅",
+) -> DeliveryContext:
+    event = GroupEvent(
+        id="evt_1",
+        source="ops",
+        type="message.created",
+        text=text,
+        group=Party(id="g1", name="ops room"),
+        sender=Party(id="u1"),
+    )
     return DeliveryContext(delivery_id, attempt, event, event.to_json(), timeout)
 
 
@@ -102,8 +116,13 @@ def test_unsigned_when_no_secret(sink: HTTPServer) -> None:
 
 
 def test_webhook_id_is_the_delivery_id_on_every_retry(sink: HTTPServer) -> None:
-    answers = iter([Response("busy", status=503), Response("slow", status=429,
-                    headers={"retry-after": "3"}), Response("ok", status=202)])
+    answers = iter(
+        [
+            Response("busy", status=503),
+            Response("slow", status=429, headers={"retry-after": "3"}),
+            Response("ok", status=202),
+        ]
+    )
 
     def handler(request: Request) -> Response:
         return next(answers)
@@ -152,8 +171,14 @@ def test_options_validation_is_clear_and_hides_secrets() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:9/hook", "http://localhost/", "http://169.254.169.254/",
-            "http://[::ffff:127.0.0.1]/", "http://0x7f.1/"],
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/",
+        "http://169.254.169.254/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0x7f.1/",
+    ],
 )
 def test_private_url_refused_at_init(url: str) -> None:
     with pytest.raises(ConfigError, match=r"targets\.sink\.url: .*allow_private: true"):
@@ -184,12 +209,11 @@ def test_config_timeout_wins_over_the_context(sink: HTTPServer) -> None:
     assert time.monotonic() - started < 0.9
 
 
-@pytest.mark.parametrize(("status", "error"), [(500, RetryableDeliveryError),
-                                               (400, PermanentDeliveryError),
-                                               (410, PermanentDeliveryError)])
-def test_errors_never_carry_secrets(
-    sink: HTTPServer, status: int, error: type[Exception]
-) -> None:
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, RetryableDeliveryError), (400, PermanentDeliveryError), (410, PermanentDeliveryError)],
+)
+def test_errors_never_carry_secrets(sink: HTTPServer, status: int, error: type[Exception]) -> None:
     sink.expect_request("/hook").respond_with_data("no", status=status)
     url = sink.url_for("/hook?token=qs3cret").replace("http://", "http://user:pw5ecret@")
     with pytest.raises(error) as info:

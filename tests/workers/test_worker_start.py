@@ -9,20 +9,32 @@ from pathlib import Path
 
 from tests.conftest import ROOT, TEST_ENV
 
-WORKER = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-P", "gevent",
-          "--without-gossip", "--without-mingle"]
+WORKER = [
+    sys.executable,
+    "-m",
+    "celery",
+    "-A",
+    "workers.celery_app",
+    "worker",
+    "-P",
+    "gevent",
+    "--without-gossip",
+    "--without-mingle",
+]
 
 
 def run_worker(redis_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **TEST_ENV, "RELAY_REDIS_URL": redis_url, **env}
-    return subprocess.run(WORKER, env=full_env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        WORKER, env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_invalid_config_stops_the_worker_naming_the_problem(redis_url: str, tmp_path: Path) -> None:
     config = tmp_path / "relay.yaml"
-    config.write_text("sources: []\ntargets: [{id: x, kind: webhook, url: 'http://127.0.0.1/'}]\n"
-                      "routes: []\n")
+    config.write_text(
+        "sources: []\ntargets: [{id: x, kind: webhook, url: 'http://127.0.0.1/'}]\nroutes: []\n"
+    )
     result = run_worker(redis_url, RELAY_CONFIG=str(config))
     assert result.returncode != 0
     assert "config: targets[0].url: 127.0.0.1 is a loopback address" in result.stderr

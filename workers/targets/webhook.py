@@ -23,7 +23,12 @@ from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, Ta
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110)
 _RESERVED = {
-    "content-type", "content-length", "transfer-encoding", "host", "connection", "user-agent"
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "user-agent",
 }
 
 
