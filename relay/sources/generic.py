@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from relay.config import path_of
+from relay.config_file import path_of
 from relay.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from relay.events import EVENT_TYPES, GroupEvent
 from relay.sources.base import InboundRequest

@@ -24,17 +24,9 @@ from werkzeug import Request, Response
 
 import workers.http as guard
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
-from workers.http import (
-    BlockedAddress,
-    check_url,
-    classify,
-    excerpt,
-    guarded_session,
-    parse_retry_after,
-    refusal,
-    safe_url,
-    send,
-)
+from workers.addresses import check_url, refusal, safe_url
+from workers.http import BlockedAddress, guarded_session, send
+from workers.outcomes import classify, excerpt, parse_retry_after
 
 SAVE_TIME_REFUSED = [
     "http://127.0.0.1/hook",

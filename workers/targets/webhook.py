@@ -18,7 +18,9 @@ from relay import __version__
 from relay.config import TargetConfig
 from relay.errors import ConfigError
 from relay.signing import decode_secret, sign_header
-from workers.http import check_url, classify, guarded_session, send
+from workers.addresses import check_url
+from workers.http import guarded_session, send
+from workers.outcomes import classify
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110)

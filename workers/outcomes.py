@@ -1,0 +1,73 @@
+"""HTTP responses as typed delivery outcomes, and the excerpts kept in attempt records."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import requests
+
+from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from workers.addresses import safe_url
+from workers.targets.base import DeliveryResult
+
+
+def excerpt(text: str, limit: int = 1024) -> str:
+    """At most ``limit`` characters of a response, for attempt records and dead letters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def response_text(response: requests.Response, limit: int = 4096) -> str:
+    """The start of the body as text, without ``response.text``'s charset sniffing of
+    the whole (up to ``MAX_BODY``) body; undecodable bytes are replaced."""
+    data = response.content[:limit]
+    try:
+        return data.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds or HTTP-date); None if garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"-?\d{1,12}", value):
+        return float(max(0, int(value)))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def classify(response: requests.Response) -> DeliveryResult:
+    """2xx is success; everything else raises the retryable or permanent error it means."""
+    status = response.status_code
+    text = excerpt(response_text(response))
+    if 200 <= status < 300:
+        return DeliveryResult(status=status, excerpt=text)
+    error: DeliveryError
+    if 300 <= status < 400:
+        location = response.headers.get("location")
+        target = safe_url(location) if location else "nowhere"
+        error = PermanentDeliveryError(
+            f"HTTP {status}: redirect to {target} not followed", status=status, excerpt=text
+        )
+    elif status == 410:
+        error = PermanentDeliveryError("HTTP 410: the target is gone", status=status, excerpt=text)
+    elif status in (408, 425, 429) or 500 <= status:
+        error = RetryableDeliveryError(
+            f"HTTP {status}",
+            status=status,
+            excerpt=text,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    elif 400 <= status < 500:
+        error = PermanentDeliveryError(f"HTTP {status}", status=status, excerpt=text)
+    else:
+        error = RetryableDeliveryError(f"unexpected HTTP {status}", status=status, excerpt=text)
+    raise error
