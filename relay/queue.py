@@ -10,7 +10,7 @@ not lost. Duplicates that this may cause are dropped by the delivery's status ch
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis
 
@@ -126,23 +126,32 @@ class Queue:
         )
         return result.decode() if isinstance(result, bytes) else None
 
-    def create_delivery(self, fields: Mapping[str, str | int | float], queue: str) -> bool:
-        """Record a delivery and enqueue it, unless it exists already (a fan-out rerun)."""
-        delivery_id = str(fields["id"])
-        message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
-        flat: list[str | int | float] = []
-        for name, value in fields.items():
-            flat += [name, value]
-        created = self._create_delivery(
-            keys=[
-                keys.delivery(delivery_id),
-                queue,
-                keys.INFLIGHT,
-                keys.event_deliveries(str(fields["event_id"])),
-            ],
-            args=[delivery_id, message, time.time() + self.lease, self.retention, *flat],
-        )
-        return bool(created)
+    def create_deliveries(self, batch: Sequence[tuple[Mapping[str, str | int], str]]) -> int:
+        """Record each ``(fields, queue)`` delivery and enqueue it, unless it exists already
+        (a fan-out rerun); one round trip for the whole batch. Returns how many were new."""
+        pipe = self.redis.pipeline(transaction=False)
+        deadline = time.time() + self.lease
+        for fields, queue in batch:
+            delivery_id = str(fields["id"])
+            message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
+            flat: list[str | int] = []
+            for name, value in fields.items():
+                flat += [name, value]
+            self._create_delivery(
+                keys=[
+                    keys.delivery(delivery_id),
+                    queue,
+                    keys.INFLIGHT,
+                    keys.event_deliveries(str(fields["event_id"])),
+                ],
+                args=[delivery_id, message, deadline, self.retention, *flat],
+                client=pipe,
+            )
+        return sum(int(created) for created in pipe.execute()) if batch else 0
+
+    def create_delivery(self, fields: Mapping[str, str | int], queue: str) -> bool:
+        """One delivery; see ``create_deliveries``."""
+        return self.create_deliveries([(fields, queue)]) == 1
 
     def release_due(self, delivery_id: str, queue: str, now: float) -> bool:
         """Move one due delivery from the schedule to its queue; false if another did."""

@@ -9,10 +9,12 @@ source (404) → platform handshake → signature on the raw bytes (401) → par
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping, Sequence
 
 import redis
 import structlog
 from flask import Blueprint, Response, current_app, request
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.errors import IntakeError, PayloadTooLarge, Unavailable, UnknownSource
@@ -21,6 +23,26 @@ from relay.sources.base import InboundRequest, Reply
 
 log = structlog.get_logger("relay.receiver")
 hooks = Blueprint("hooks", __name__)
+
+
+class _HeaderView(Mapping[str, Sequence[str]]):
+    """The request's headers as ``InboundRequest`` reads them (lower-case name → values),
+    looked up on demand instead of copied: a source reads three or four of them."""
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> Sequence[str]:
+        values = self._headers.getlist(name)
+        if not values:
+            raise KeyError(name)
+        return values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({name.lower() for name, _ in self._headers.items()})
+
+    def __len__(self) -> int:
+        return len(set(self))
 
 
 def _inbound(max_body: int) -> InboundRequest:
@@ -35,12 +57,9 @@ def _inbound(max_body: int) -> InboundRequest:
         body = b"\0" * (max_body + 1)
     if len(body) > max_body:
         raise PayloadTooLarge(f"body is larger than the limit of {max_body} bytes")
-    headers: dict[str, list[str]] = {}
-    for name, value in request.headers.items(lower=True):
-        headers.setdefault(name, []).append(value)
     return InboundRequest(
         method=request.method,
-        headers=headers,
+        headers=_HeaderView(request.headers),
         body=body,
         args={k: request.args.getlist(k) for k in request.args},
         remote_addr=request.remote_addr,

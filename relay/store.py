@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -27,11 +27,15 @@ end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {'locked', 0, ''}
 end
+local fields = redis.call('HGETALL', KEYS[1])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[4], 'deliver:' .. ARGV[5])
-return {'run', attempts, status}
+-- the event key is derived, not declared: the relay runs on one Redis, not a cluster
+local event_id = redis.call('HGET', KEYS[1], 'event_id')
+local data = event_id and redis.call('HGET', ARGV[6] .. event_id, 'data')
+return {'run', attempts, status, fields, data or ''}
 """
 
 
@@ -42,6 +46,8 @@ class Begun:
     verdict: str  # run | delivered | dead | missing | not_due | locked
     attempt: int
     previous_status: str
+    delivery: dict[str, str] = field(default_factory=dict)  # as it was before this run
+    event_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,16 +113,34 @@ class Store:
 
     def begin(self, delivery_id: str, token: str, lock_ttl: float, deadline: float) -> Begun:
         """Claim the delivery for one run: bumps the attempt counter and takes its lock."""
-        verdict, attempt, previous = self._begin(
+        """Claim the delivery for one run: bumps the attempt counter and takes its lock.
+
+        One round trip also returns the delivery record and the event's JSON (from its
+        record, else the copy a dead letter kept).
+        """
+        reply = self._begin(
             keys=[
                 keys.delivery(delivery_id),
                 keys.lock(delivery_id),
                 keys.INFLIGHT,
                 keys.SCHEDULE,
             ],
-            args=[token, int(lock_ttl * 1000), f"{time.time():.6f}", deadline, delivery_id],
+            args=[
+                token,
+                int(lock_ttl * 1000),
+                f"{time.time():.6f}",
+                deadline,
+                delivery_id,
+                keys.event(""),
+            ],
         )
-        return Begun(verdict.decode(), int(attempt), previous.decode())
+        verdict, attempt, previous = reply[0].decode(), int(reply[1]), reply[2].decode()
+        if verdict != "run":
+            return Begun(verdict, attempt, previous)
+        flat = [item.decode() for item in reply[3]]
+        delivery = dict(zip(flat[::2], flat[1::2], strict=True))
+        event_json = reply[4].decode() if reply[4] else delivery.get("event")
+        return Begun(verdict, attempt, previous, delivery, event_json)
 
     def add_attempt(self, delivery_id: str, attempt: dict[str, Any]) -> None:
         pipe = self.redis.pipeline()

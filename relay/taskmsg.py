@@ -53,7 +53,7 @@ def encode_task_message(task: str, args: list[Any], queue: str) -> str:
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": task_id,  # unique per message, like the task id itself
         },
     }
     return json.dumps(message)

@@ -28,6 +28,9 @@ def make_celery(settings: Settings) -> Celery:
         "socket_keepalive": True,
         "health_check_interval": 10,
         "retry_on_timeout": True,
+        # Every green thread acks through the broker pool: kombu's default of 10
+        # connections makes acks fail ("Too many connections") under load.
+        "max_connections": 2 * settings.worker_concurrency + 16,
     }
     app.conf.update(
         broker_transport_options=transport,
@@ -48,6 +51,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in keys.ALL_QUEUES],
         task_default_queue=keys.FANOUT_QUEUE,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,  # structured logs go to stderr as they are
         worker_send_task_events=False,
         task_send_sent_event=False,
     )

@@ -71,12 +71,11 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
         return 0
     event = GroupEvent.model_validate(record["event"])
     now = f"{time.time():.6f}"
-    created = matched = 0
+    batch: list[tuple[dict[str, str | int], str]] = []
     for index, route in ctx.config.routes_for(event.source):
         if not route_matches(route.when, event):
             continue
         for target_id in route.targets:
-            matched += 1
             target = ctx.targets[target_id]
             queue = keys.deliver_queue(target.family)
             fields: dict[str, str | int] = {
@@ -92,10 +91,11 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
                 "window_start": now,
                 "updated_at": now,
             }
-            created += ctx.queue.create_delivery(fields, queue)
-    ctx.store.mark_event(event_id, "routed" if matched else "unrouted")
-    log.info("fanout.done", event_id=event_id, deliveries=matched, new=created)
-    return matched
+            batch.append((fields, queue))
+    created = ctx.queue.create_deliveries(batch)
+    ctx.store.mark_event(event_id, "routed" if batch else "unrouted")
+    log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
+    return len(batch)
 
 
 def _attempt(n: int, started: float, elapsed: float, outcome: str, **extra: Any) -> dict[str, Any]:
@@ -119,14 +119,14 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     if begun.verdict != "run":
         log.info("deliver.skipped", delivery_id=delivery_id, reason=begun.verdict)
         return begun.verdict
-    delivery = store.delivery(delivery_id) or {}
+    delivery = begun.delivery
     bound = log.bind(
         delivery_id=delivery_id,
         event_id=delivery.get("event_id"),
         target=delivery.get("target"),
         attempt=begun.attempt,
     )
-    event_json = store.event_json(delivery.get("event_id", ""), delivery)
+    event_json = begun.event_json
     if begun.previous_status == "running":
         store.add_attempt(
             delivery_id,
@@ -158,7 +158,6 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     context = DeliveryContext(
         delivery_id=delivery_id,
         attempt=begun.attempt,
-        event=GroupEvent.from_json(event_json),
         event_json=event_json,
         timeout=target_config.timeout or ctx.settings.http_timeout,
     )

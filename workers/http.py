@@ -34,6 +34,7 @@ from workers.addresses import HINT, refusal, safe_url
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
+POOL_SIZE = 256
 MAX_BODY = 1024 * 1024  # bytes of a response body we read; the rest is dropped
 
 
@@ -117,7 +118,9 @@ class GuardedAdapter(HTTPAdapter):
 
     def __init__(self, allow_private: bool) -> None:
         self.allow_private = allow_private
-        super().__init__(pool_connections=32, pool_maxsize=32, max_retries=0)
+        # Keep as many idle connections per host as a worker runs green threads, so a
+        # busy worker reuses connections instead of opening (and resolving) new ones.
+        super().__init__(pool_connections=32, pool_maxsize=POOL_SIZE, max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -9,6 +9,7 @@ from celery.signals import worker_init
 
 from relay import keys
 from relay.errors import ConfigError
+from relay.logging import configure_logging, quiet_celery_task_lines
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import fanout as fanout_event
@@ -18,8 +19,11 @@ from workers.delivery import run_delivery
 @worker_init.connect  # type: ignore[untyped-decorator]
 def _load_config_at_start(**_: Any) -> None:
     """Fail at start, naming every config problem, rather than at the first task."""
+    settings = app.conf.relay_settings
+    configure_logging(settings)
+    quiet_celery_task_lines(settings)
     try:
-        worker_context(app.conf.relay_settings)
+        worker_context(settings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config: {problem}", file=sys.stderr)

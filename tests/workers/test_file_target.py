@@ -31,7 +31,7 @@ def make_target(path: Path, target_id: str = "archive") -> FileTarget:
 
 def context(delivery_id: str = "dlv_1", attempt: int = 1, text: str = "hello") -> DeliveryContext:
     event = GroupEvent(source="ops", type="message.created", text=text)
-    return DeliveryContext(delivery_id, attempt, event, event.to_json(), 5.0)
+    return DeliveryContext(delivery_id, attempt, event.to_json(), 5.0)
 
 
 def read_lines(file: Path) -> list[dict[str, Any]]:

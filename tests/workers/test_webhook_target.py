@@ -67,7 +67,7 @@ def context(
         group=Party(id="g1", name="ops room"),
         sender=Party(id="u1"),
     )
-    return DeliveryContext(delivery_id, attempt, event, event.to_json(), timeout)
+    return DeliveryContext(delivery_id, attempt, event.to_json(), timeout)
 
 
 def received(sink: HTTPServer, index: int = -1) -> tuple[bytes, dict[str, str]]:

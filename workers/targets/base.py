@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -28,9 +29,13 @@ class DeliveryContext:
 
     delivery_id: str  # stable across retries and replays: the idempotency key
     attempt: int
-    event: GroupEvent
     event_json: str
     timeout: float
+
+    @cached_property
+    def event(self) -> GroupEvent:
+        """Parsed on first use: adapters that forward the JSON as it is never pay for it."""
+        return GroupEvent.from_json(self.event_json)
 
 
 @dataclass(frozen=True)
