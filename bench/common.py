@@ -1,0 +1,283 @@
+"""Shared pieces of the benchmarks: owned subprocesses, a private Redis, configs, signing.
+
+Every child runs in its own process group (``start_new_session``) and ``Procs.stop_all``
+kills the groups, so an interrupted benchmark leaves nothing behind. Nothing here
+talks to anything but 127.0.0.1, and never to the machine's shared Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from relay import signing
+from relay.embedded import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+KEY = signing.decode_secret(SECRET)
+DEPLOY_GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+
+SAMPLE_BODY = {
+    "type": "message.created",
+    "data": {
+        "group": {"id": "ops-room", "name": "Ops"},
+        "sender": {"id": "u-42", "name": "Ada"},
+        "text": "Deploy finished: relay is live",
+    },
+}
+
+
+class Procs:
+    """Children started in their own sessions; ``stop_all`` ends each group it started."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, command: Sequence[str], env: dict[str, str]) -> None:
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                list(command),
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def alive(self, name: str) -> bool:
+        return name in self.procs and self.procs[name].poll() is None
+
+    def stop(self, name: str, timeout: float = 15.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Whatever the leader left in its group (gunicorn/celery children) goes too.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def wait_port(port: int, timeout: float = 30.0, procs: Procs | None = None, name: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs is not None and name and not procs.alive(name):
+            raise RuntimeError(f"{name} exited early:\n{procs.log_tail(name)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def start_redis(tmp: Path) -> EmbeddedRedis:
+    """A private redis-server with AOF (appendfsync everysec), as production runs it."""
+    return EmbeddedRedis(tmp / "redis", appendonly=True).start()
+
+
+def gunicorn_command(
+    app: str, port: int, threads: int | None = None, workers: int | None = None
+) -> tuple[list[str], str]:
+    """The gunicorn command line and a description of the config it uses.
+
+    ``deploy/gunicorn.conf.py`` when it exists, else ``-w 2 -k gthread --threads 8``;
+    bound to 127.0.0.1 only. The access log (if the config has one) goes to the log file.
+    """
+    base = [PY, "-m", "gunicorn", "-b", f"127.0.0.1:{port}"]
+    if DEPLOY_GUNICORN_CONF.exists():
+        overrides: list[str] = []
+        if workers:
+            overrides += ["-w", str(workers)]
+        if threads:
+            overrides += ["--threads", str(threads)]
+        what = "deploy/gunicorn.conf.py"
+        if overrides:
+            what += f" (overridden: {' '.join(overrides)})"
+        return [*base, "-c", str(DEPLOY_GUNICORN_CONF), *overrides, app], what
+    command = [*base, "-w", str(workers or 2), "-k", "gthread", "--threads", str(threads or 8), app]
+    return command, f"-w {workers or 2} -k gthread --threads {threads or 8} (no deploy config)"
+
+
+def gunicorn_effective(env: dict[str, str]) -> str:
+    """Workers × threads that ``deploy/gunicorn.conf.py`` resolves to under ``env``."""
+    if not DEPLOY_GUNICORN_CONF.exists():
+        return ""
+    code = (
+        "import runpy,json,sys; g=runpy.run_path(sys.argv[1]);"
+        "print(json.dumps({k: g.get(k) for k in ('workers','threads','worker_class',"
+        "'accesslog','keepalive')}))"
+    )
+    out = subprocess.run(
+        [PY, "-c", code, str(DEPLOY_GUNICORN_CONF)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or out.stderr.strip()[-300:]
+
+
+def write_config(path: Path, targets: list[dict[str, Any]]) -> Path:
+    """A ``standard_webhooks`` source ``ops`` routed to ``targets``."""
+    config = {
+        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [SECRET]}],
+        "targets": targets,
+        "routes": [{"source": "ops", "targets": [t["id"] for t in targets]}],
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def base_env(redis_url: str, config: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "RELAY_REDIS_URL": redis_url,
+        "RELAY_CONFIG": str(config),
+        "RELAY_LOG_LEVEL": "WARNING",
+        "RELAY_LOG_FORMAT": "json",
+        "RELAY_BIND": f"127.0.0.1:{port}",
+        "BENCH_REDIS_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(extra)
+    return env
+
+
+def signed_request(
+    body: bytes, msg_id: str | None = None, stamp: int | None = None
+) -> tuple[dict[str, str], bytes]:
+    """Standard Webhooks headers for ``body`` under a fresh (or given) webhook-id."""
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    ts = str(stamp if stamp is not None else int(time.time()))
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": ts,
+        "webhook-signature": signing.sign_header([KEY], msg_id, ts, body),
+    }, body
+
+
+def raw_request(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
+    """A complete HTTP/1.1 keep-alive request as bytes."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def sample_body() -> bytes:
+    return json.dumps(SAMPLE_BODY).encode()
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(round(p / 100 * len(ordered) + 0.5))))
+    return ordered[rank - 1]
+
+
+def new_port() -> int:
+    return free_port()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``pgid``."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # After "(comm)": state ppid pgrp ... utime is field 14, stime 15 (1-based).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def pid_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
+
+
+class ForeignLoad:
+    """How much CPU processes other than ours used during a phase (other engineers'
+    tests on a shared machine make figures unreliable; this says when)."""
+
+    def __init__(self, procs: Procs, extra_pids: Sequence[int] = ()) -> None:
+        self.procs = procs
+        self.extra_pids = list(extra_pids)
+
+    def _ours(self) -> float:
+        import resource
+
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+        total += sum(group_cpu_seconds(p.pid) for p in self.procs.procs.values())
+        return total + sum(pid_cpu_seconds(p) for p in self.extra_pids)
+
+    def __enter__(self) -> ForeignLoad:
+        self.t0, self.busy0, self.ours0 = time.monotonic(), machine_busy_seconds(), self._ours()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = max(1e-9, time.monotonic() - self.t0)
+        self.cores = (
+            max(0.0, (machine_busy_seconds() - self.busy0) - (self._ours() - self.ours0)) / wall
+        )

@@ -1,0 +1,682 @@
+"""End to end: signed POST → receiver → Redis → fan-out → 3 webhook deliveries → sink.
+
+The relay stack (gunicorn ``relay.wsgi:app``, ``celery -A workers.celery_app worker -P
+gevent``, ``relay scheduler``) and a bare one (``bench.baseline_app``: Flask
+``send_task`` → bare Celery fan-out → 3 bare ``requests`` POSTs, same gunicorn config and
+worker pool settings) are driven the same way:
+
+1. paced phases: events at fixed rates (``--rates``) for ``--duration`` s each against a
+   sink that answers at once; POST time per event id vs arrival time per delivery gives
+   POST-to-arrival latency; after draining, every (event, target) must have arrived;
+2. backlog: with the worker stopped, enough events for ``--backlog`` deliveries are
+   accepted; then the worker(s) start against a sink that answers after 100 ms, and
+   deliveries/s is measured from the first to the last arrival.
+
+    python bench/e2e.py                                  # defaults: 50,100,200 ev/s × 20 s
+    python bench/e2e.py --rates 200 --duration 10 --backlog-workers 2x100,1x200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis
+
+from bench.common import (
+    PY,
+    SECRET,
+    ForeignLoad,
+    Procs,
+    base_env,
+    group_cpu_seconds,
+    gunicorn_command,
+    new_port,
+    pct,
+    pid_cpu_seconds,
+    raw_request,
+    sample_body,
+    signed_request,
+    start_redis,
+    wait_port,
+    write_config,
+)
+
+TARGETS = ("t1", "t2", "t3")
+
+
+# --- the paced sender -----------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    sent_at: float
+    status: int = 0
+    event_id: str | None = None
+    latency: float = 0.0
+    error: str | None = None
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    return status, await reader.readexactly(length)
+
+
+async def _send_paced(
+    port: int, requests: list[bytes], rate: float, max_connections: int
+) -> list[Sent]:
+    """Open-loop: request i leaves at t0 + i/rate on an idle keep-alive connection (a new
+    one if none is idle, up to ``max_connections``)."""
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    slots = asyncio.Semaphore(max_connections)
+    results: list[Sent] = []
+    opened: list[asyncio.StreamWriter] = []
+
+    async def one(raw: bytes) -> None:
+        async with slots:
+            sent = Sent(time.time())
+            results.append(sent)
+            t0 = time.perf_counter()
+            try:
+                if idle:
+                    reader, writer = idle.pop()
+                else:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    opened.append(writer)
+                writer.write(raw)
+                sent.status, body = await _read_response(reader)
+                sent.latency = time.perf_counter() - t0
+                if 200 <= sent.status < 300:
+                    sent.event_id = json.loads(body).get("event_id")
+                idle.append((reader, writer))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                sent.error = type(exc).__name__
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i, raw in enumerate(requests):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(raw)))
+    await asyncio.gather(*tasks)
+    for writer in opened:
+        writer.close()
+    return results
+
+
+def send_paced(port: int, count: int, rate: float, max_connections: int = 64) -> list[Sent]:
+    body = sample_body()
+    stamp = int(time.time())
+    raws = [
+        raw_request("/hooks/ops", port, *signed_request(body, stamp=stamp)) for _ in range(count)
+    ]
+    return asyncio.run(_send_paced(port, raws, rate, max_connections))
+
+
+# --- the sink -------------------------------------------------------------------------
+
+
+class SinkClient:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def _call(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(
+            self.base + path, method=method, data=b"" if method == "POST" else None
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback only
+            return json.loads(resp.read())
+
+    def records(self) -> list[tuple[str | None, str, float]]:
+        return [tuple(r) for r in self._call("GET", "/_records")["records"]]  # type: ignore[misc]
+
+    def total(self) -> int:
+        return int(self._call("GET", "/_records?since=1000000000")["total"])
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset")
+
+    def delay(self, ms: float) -> None:
+        self._call("POST", f"/_config?delay_ms={ms:g}")
+
+
+# --- stacks ---------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """One pipeline (relay or bare): web, worker(s) and, for the relay, the scheduler."""
+
+    name: str
+    procs: Procs
+    env: dict[str, str]
+    web_port: int
+    args: argparse.Namespace
+    workers: list[str] = field(default_factory=list)
+
+    def start_web(self) -> str:
+        app = "relay.wsgi:app" if self.name == "relay" else "bench.baseline_app:app"
+        command, desc = gunicorn_command(app, self.web_port)
+        self.procs.start(f"{self.name}-web", command, self.env)
+        if self.name == "relay":
+            self.procs.start(
+                f"{self.name}-scheduler", [PY, "-m", "relay.cli", "scheduler"], self.env
+            )
+        wait_port(self.web_port, procs=self.procs, name=f"{self.name}-web")
+        return desc
+
+    def start_workers(self, processes: int, concurrency: int) -> None:
+        app = "workers.celery_app" if self.name == "relay" else "bench.baseline_app:celery_app"
+        for i in range(processes):
+            name = f"{self.name}-worker{i}"
+            command = [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                "-P",
+                "gevent",
+                "-c",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                self.args.worker_loglevel,
+                "--hostname",
+                f"{name}-{time.time_ns()}@%h",
+            ]
+            if self.name == "bare":
+                command += ["-Q", "bench.intake"]
+            self.procs.start(name, command, {**self.env, "BENCH_POOL_SIZE": str(concurrency)})
+            self.workers.append(name)
+
+    def stop_workers(self) -> None:
+        for name in self.workers:
+            self.procs.stop(name)
+        self.workers.clear()
+
+    def worker_cpu(self) -> float:
+        return sum(group_cpu_seconds(self.procs.pid(n)) for n in self.workers)
+
+    def web_cpu(self) -> float:
+        return group_cpu_seconds(self.procs.pid(f"{self.name}-web"))
+
+    def stop(self) -> None:
+        self.stop_workers()
+        for suffix in ("web", "scheduler"):
+            self.procs.stop(f"{self.name}-{suffix}")
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+@dataclass
+class PacedResult:
+    stack: str
+    rate: float
+    sent: int
+    accepted: int
+    errors: int
+    post_p50_ms: float
+    post_p99_ms: float
+    expected: int
+    delivered_unique: int
+    duplicates: int
+    missing: int
+    e2e_p50_ms: float
+    e2e_p99_ms: float
+    e2e_max_ms: float
+    deliveries_per_s: float
+    drain_s: float
+    web_cpu_ms_per_event: float
+    worker_cpu_ms_per_delivery: float
+    redis_cpu_ms_per_delivery: float
+    foreign_cores: float
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+
+def profile(pid: int, label: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """py-spy (``pip install py-spy``) on ``pid`` and its children for one phase."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--duration",
+            str(int(args.duration)),
+            "--format",
+            "raw",
+            "-o",
+            str(out / f"e2e-{label}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def drain(sink: SinkClient, expected: int, timeout: float) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if sink.total() >= expected:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)  # late duplicates
+    return time.monotonic() - began
+
+
+def paced_phase(
+    stack: Stack, sink: SinkClient, rate: float, redis_pid: int, args: argparse.Namespace
+) -> PacedResult:
+    sink.reset()
+    count = int(rate * args.duration)
+    cpu_web, cpu_worker, cpu_redis = stack.web_cpu(), stack.worker_cpu(), pid_cpu_seconds(redis_pid)
+    spies = []
+    if args.profile and rate == max(args.rates):
+        spies = [profile(stack.procs.pid(n), f"{n}-{rate:g}", args) for n in stack.workers]
+        spies.append(
+            profile(stack.procs.pid(f"{stack.name}-web"), f"{stack.name}-web-{rate:g}", args)
+        )
+    with ForeignLoad(stack.procs, [redis_pid]) as foreign:
+        sent = send_paced(stack.web_port, count, rate, args.max_connections)
+        for spy in spies:
+            spy.wait(60)
+        accepted = {s.event_id: s for s in sent if s.event_id}
+        expected = len(accepted) * len(TARGETS)
+        drain_s = drain(sink, expected, args.drain_timeout + expected / 100)
+    cpu_web = stack.web_cpu() - cpu_web
+    cpu_worker = stack.worker_cpu() - cpu_worker
+    cpu_redis = pid_cpu_seconds(redis_pid) - cpu_redis
+    records = sink.records()
+    seen: set[tuple[str, str]] = set()
+    latencies: list[float] = []
+    duplicates = 0
+    for event_id, target, arrived in records:
+        if event_id not in accepted:
+            continue
+        key = (event_id, target)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        latencies.append(arrived - accepted[event_id].sent_at)
+    first_post = min(s.sent_at for s in sent)
+    last_arrival = max((r[2] for r in records), default=first_post)
+    posts = [s.latency for s in sent if s.event_id]
+    n_deliv = max(1, len(seen))
+    return PacedResult(
+        stack=stack.name,
+        rate=rate,
+        sent=len(sent),
+        accepted=len(accepted),
+        errors=sum(1 for s in sent if not s.event_id),
+        post_p50_ms=pct(posts, 50) * 1000,
+        post_p99_ms=pct(posts, 99) * 1000,
+        expected=expected,
+        delivered_unique=len(seen),
+        duplicates=duplicates,
+        missing=expected - len(seen),
+        e2e_p50_ms=pct(latencies, 50) * 1000,
+        e2e_p99_ms=pct(latencies, 99) * 1000,
+        e2e_max_ms=max(latencies, default=math.nan) * 1000,
+        deliveries_per_s=len(seen) / max(1e-9, last_arrival - first_post),
+        drain_s=drain_s,
+        web_cpu_ms_per_event=cpu_web * 1000 / max(1, len(accepted)),
+        worker_cpu_ms_per_delivery=cpu_worker * 1000 / n_deliv,
+        redis_cpu_ms_per_delivery=cpu_redis * 1000 / n_deliv,
+        foreign_cores=foreign.cores,
+        error_kinds=_error_kinds(sent),
+    )
+
+
+def _error_kinds(sent: list[Sent]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for s in sent:
+        if not s.event_id:
+            kind = s.error or f"HTTP {s.status}"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+@dataclass
+class BacklogResult:
+    stack: str
+    processes: int
+    concurrency: int
+    delay_ms: float
+    deliveries: int
+    expected: int
+    missing: int
+    duplicates: int
+    span_s: float
+    deliveries_per_s: float
+    steady_per_s: float
+    worker_cpu_ms_per_delivery: float
+    foreign_cores: float
+
+
+def backlog_phase(
+    stack: Stack, sink: SinkClient, processes: int, concurrency: int, args: argparse.Namespace
+) -> BacklogResult:
+    stack.stop_workers()
+    sink.reset()
+    sink.delay(args.backlog_delay_ms)
+    events = math.ceil(args.backlog / len(TARGETS))
+    sent = send_paced(
+        stack.web_port, events, rate=args.backlog_post_rate, max_connections=args.max_connections
+    )
+    accepted = {s.event_id for s in sent if s.event_id}
+    expected = len(accepted) * len(TARGETS)
+    with ForeignLoad(stack.procs) as foreign:
+        stack.start_workers(processes, concurrency)
+        time.sleep(0.5)
+        cpu0 = stack.worker_cpu()
+        spies = (
+            [
+                profile(stack.procs.pid(n), f"{n}-backlog-{processes}x{concurrency}", args)
+                for n in stack.workers
+            ]
+            if args.profile
+            else []
+        )
+        drain(sink, expected, args.drain_timeout + expected / 200)
+        cpu = stack.worker_cpu() - cpu0
+        for spy in spies:
+            spy.wait(120)
+    records = sink.records()
+    seen = {(e, t) for e, t, _ in records if e in accepted}
+    times = sorted(r[2] for r in records)
+    span = (times[-1] - times[0]) if len(times) > 1 else math.nan
+    # steady state: the middle 80% of arrivals, free of start-up and tail effects
+    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
+    steady = (hi - lo) / (times[hi] - times[lo]) if hi > lo and times[hi] > times[lo] else 0.0
+    stack.stop_workers()
+    sink.delay(0)
+    return BacklogResult(
+        stack=stack.name,
+        processes=processes,
+        concurrency=concurrency,
+        delay_ms=args.backlog_delay_ms,
+        deliveries=len(records),
+        expected=expected,
+        missing=expected - len(seen),
+        duplicates=len(records) - len(seen),
+        span_s=span,
+        deliveries_per_s=len(times) / span if span else math.nan,
+        steady_per_s=steady,
+        worker_cpu_ms_per_delivery=cpu * 1000 / max(1, len(records)),
+        foreign_cores=foreign.cores,
+    )
+
+
+# --- driver ---------------------------------------------------------------------------
+
+
+def parse_worker_configs(text: str) -> list[tuple[int, int]]:
+    """``"1x200,2x100"`` → [(1, 200), (2, 100)] (processes × gevent concurrency)."""
+    configs = []
+    for part in text.split(","):
+        procs, _, conc = part.strip().partition("x")
+        configs.append((int(procs), int(conc)))
+    return configs
+
+
+def run_stack(
+    name: str,
+    tmp: Path,
+    procs: Procs,
+    redis_url: str,
+    client: redis.Redis,
+    redis_pid: int,
+    sink: SinkClient,
+    sink_port: int,
+    args: argparse.Namespace,
+) -> tuple[list[PacedResult], list[BacklogResult], str]:
+    client.flushall()
+    urls = [f"http://127.0.0.1:{sink_port}/{t}" for t in TARGETS]
+    config = write_config(
+        tmp / "relay.yaml",
+        [
+            {"id": t, "kind": "webhook", "url": u, "allow_private": True, "secret": SECRET}
+            for t, u in zip(TARGETS, urls, strict=True)
+        ],
+    )
+    port = new_port()
+    env = base_env(
+        redis_url,
+        config,
+        port,
+        BENCH_MODE="celery",
+        BENCH_TARGET_URLS=",".join(urls),
+        RELAY_LOG_LEVEL=args.relay_loglevel,
+    )
+    stack = Stack(name, procs, env, port, args)
+    paced: list[PacedResult] = []
+    backlog: list[BacklogResult] = []
+    try:
+        desc = stack.start_web()
+        stack.start_workers(args.workers, args.concurrency)
+        # warm-up (and wait for the workers): a short burst, drained before measuring
+        warm = send_paced(port, int(args.rates[0] * 2), args.rates[0])
+        drain(sink, sum(1 for s in warm if s.event_id) * len(TARGETS), 30)
+        for rate in args.rates:
+            result = paced_phase(stack, sink, rate, redis_pid, args)
+            paced.append(result)
+            print(
+                f"{name:5} {rate:5g} ev/s: {result.deliveries_per_s:7.1f} deliveries/s  "
+                f"e2e p50 {result.e2e_p50_ms:6.1f} ms p99 {result.e2e_p99_ms:7.1f} ms  "
+                f"missing {result.missing} dup {result.duplicates} errors {result.errors} "
+                f"{result.error_kinds or ''}",
+                flush=True,
+            )
+        for processes, concurrency in parse_worker_configs(args.backlog_workers):
+            if args.backlog <= 0:
+                break
+            b = backlog_phase(stack, sink, processes, concurrency, args)
+            backlog.append(b)
+            print(
+                f"{name:5} backlog {b.expected} @ {b.delay_ms:g} ms sink, {processes}x"
+                f"{concurrency}: {b.deliveries_per_s:6.0f} deliveries/s (steady "
+                f"{b.steady_per_s:.0f}/s), missing {b.missing}, dup {b.duplicates}",
+                flush=True,
+            )
+        return paced, backlog, desc
+    finally:
+        stack.stop()
+
+
+def print_tables(
+    results: dict[str, tuple[list[PacedResult], list[BacklogResult]]],
+    args: argparse.Namespace,
+    desc: str,
+) -> None:
+    print(
+        f"\ngunicorn: {desc}; worker: celery -P gevent -c {args.concurrency} x "
+        f"{args.workers} process(es), loglevel {args.worker_loglevel}; "
+        f"{len(TARGETS)} webhook targets; {args.duration:g} s per rate; 'other CPU' = "
+        "cores used by processes this benchmark did not start (should be ~0)"
+    )
+    print(
+        f"{'stack':5} {'ev/s':>5} {'sent':>6} {'err':>4} {'deliv/s':>8} {'e2e p50':>8} "
+        f"{'e2e p99':>8} {'e2e max':>8} {'POST p99':>8} {'missing':>7} {'dup':>4} "
+        f"{'web ms/ev':>9} {'wrk ms/dlv':>10} {'redis ms/dlv':>12} {'other CPU':>9}"
+    )
+    for paced, _ in results.values():
+        for r in paced:
+            print(
+                f"{r.stack:5} {r.rate:>5g} {r.sent:>6} {r.errors:>4} "
+                f"{r.deliveries_per_s:>8.1f} {r.e2e_p50_ms:>8.1f} {r.e2e_p99_ms:>8.1f} "
+                f"{r.e2e_max_ms:>8.1f} {r.post_p99_ms:>8.1f} {r.missing:>7} "
+                f"{r.duplicates:>4} {r.web_cpu_ms_per_event:>9.2f} "
+                f"{r.worker_cpu_ms_per_delivery:>10.2f} {r.redis_cpu_ms_per_delivery:>12.3f} "
+                f"{r.foreign_cores:>9.2f}"
+            )
+    if "relay" in results and "bare" in results:
+        for rr, br in zip(results["relay"][0], results["bare"][0], strict=False):
+            cpu = rr.worker_cpu_ms_per_delivery / br.worker_cpu_ms_per_delivery
+            print(
+                f"rate {rr.rate:g}: deliveries/s relay/bare = "
+                f"{rr.deliveries_per_s / br.deliveries_per_s:.2f}; worker CPU per delivery "
+                f"relay/bare = {cpu:.2f}; p99 relay {rr.e2e_p99_ms:.1f} ms vs bare "
+                f"{br.e2e_p99_ms:.1f} ms"
+            )
+    print(
+        f"\n{'stack':5} {'workers':>8} {'sink ms':>7} {'deliveries':>10} {'missing':>7} "
+        f"{'dup':>4} {'span s':>7} {'deliv/s':>8} {'steady/s':>8} {'wrk ms/dlv':>10} "
+        f"{'other CPU':>9}"
+    )
+    for _, backlog in results.values():
+        for b in backlog:
+            print(
+                f"{b.stack:5} {f'{b.processes}x{b.concurrency}':>8} {b.delay_ms:>7g} "
+                f"{b.deliveries:>10} {b.missing:>7} {b.duplicates:>4} {b.span_s:>7.1f} "
+                f"{b.deliveries_per_s:>8.0f} {b.steady_per_s:>8.0f} "
+                f"{b.worker_cpu_ms_per_delivery:>10.2f} {b.foreign_cores:>9.2f}"
+            )
+    if "relay" in results and "bare" in results:
+        for rb, bb in zip(results["relay"][1], results["bare"][1], strict=False):
+            print(
+                f"backlog {rb.processes}x{rb.concurrency}: relay/bare = "
+                f"{rb.deliveries_per_s / bb.deliveries_per_s:.2f}"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[50.0, 100.0, 200.0],
+        help="events/s of the paced phases",
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="gevent concurrency of the worker in the paced phases",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes in the paced phases"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=10000,
+        help="deliveries queued for the backlog phase (0: skip)",
+    )
+    parser.add_argument("--backlog-delay-ms", type=float, default=100.0)
+    parser.add_argument(
+        "--backlog-workers",
+        default="1x200,2x100",
+        help="processes x concurrency configs for the backlog phase",
+    )
+    parser.add_argument(
+        "--backlog-post-rate",
+        type=float,
+        default=1500.0,
+        help="events/s offered while building the backlog",
+    )
+    parser.add_argument("--stacks", default="relay,bare", help="which pipelines, in order")
+    parser.add_argument(
+        "--max-connections", type=int, default=64, help="sender's keep-alive connections at most"
+    )
+    parser.add_argument("--drain-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--worker-loglevel",
+        default="WARNING",
+        help="celery --loglevel for both stacks (the Procfile uses INFO)",
+    )
+    parser.add_argument("--relay-loglevel", default="WARNING", help="RELAY_LOG_LEVEL")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy record workers and web during the highest rate into DIR",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-e2e-"))
+    procs = Procs(tmp)
+    server = None
+    results: dict[str, tuple[list[PacedResult], list[BacklogResult]]] = {}
+    desc = ""
+    try:
+        server = start_redis(tmp)
+        assert server.process is not None
+        client = redis.Redis.from_url(server.url)
+        sink_port = new_port()
+        procs.start(
+            "sink",
+            [PY, str(Path(__file__).parent / "sink.py"), "--port", str(sink_port)],
+            dict(base_env(server.url, tmp, 0)),
+        )
+        wait_port(sink_port, procs=procs, name="sink")
+        sink = SinkClient(sink_port)
+        for name in args.stacks.split(","):
+            paced, backlog, desc = run_stack(
+                name, tmp, procs, server.url, client, server.process.pid, sink, sink_port, args
+            )
+            results[name] = (paced, backlog)
+        print_tables(results, args, desc)
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        k: {"paced": [vars(r) for r in v[0]], "backlog": [vars(b) for b in v[1]]}
+                        for k, v in results.items()
+                    },
+                    indent=1,
+                )
+            )
+        missing = sum(r.missing for v in results.values() for r in v[0]) + sum(
+            b.missing for v in results.values() for b in v[1]
+        )
+        return 0 if missing == 0 else 1
+    finally:
+        procs.stop_all()
+        if server is not None:
+            server.stop()
+        if args.keep:
+            print(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
