@@ -31,15 +31,31 @@ redis.call('LPUSH', KEYS[3], ARGV[5])
 return false
 """
 
-_CREATE_DELIVERY = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], 'deliver:' .. ARGV[1])
-redis.call('LPUSH', KEYS[2], ARGV[2])
-return 1
+# KEYS: inflight, event's delivery set, event record, then (delivery, queue) per delivery.
+# ARGV: deadline, retention, event id, event status, count, then per delivery:
+#       id, message, number of field args, field args...
+_FANOUT = """
+local deadline, retention = ARGV[1], ARGV[2]
+local created, a, k = 0, 6, 4
+for _ = 1, tonumber(ARGV[5]) do
+  local id, message, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  if redis.call('EXISTS', KEYS[k]) == 0 then
+    redis.call('HSET', KEYS[k], unpack(ARGV, a + 3, a + 2 + n))
+    redis.call('EXPIRE', KEYS[k], retention)
+    redis.call('SADD', KEYS[2], id)
+    redis.call('ZADD', KEYS[1], deadline, 'deliver:' .. id)
+    redis.call('LPUSH', KEYS[k + 1], message)
+    created = created + 1
+  end
+  a, k = a + 3 + n, k + 2
+end
+redis.call('EXPIRE', KEYS[2], retention)
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'status', ARGV[4])
+  redis.call('EXPIRE', KEYS[3], retention)
+end
+redis.call('ZREM', KEYS[1], 'fanout:' .. ARGV[3])
+return created
 """
 
 _RELEASE_DUE = """
@@ -83,7 +99,7 @@ class Queue:
         self.lease = lease
         self.retention = int(retention)
         self._intake = client.register_script(_INTAKE)
-        self._create_delivery = client.register_script(_CREATE_DELIVERY)
+        self._fanout = client.register_script(_FANOUT)
         self._release_due = client.register_script(_RELEASE_DUE)
         self._requeue_inflight = client.register_script(_REQUEUE_INFLIGHT)
         self._replay = client.register_script(_REPLAY)
@@ -126,32 +142,27 @@ class Queue:
         )
         return result.decode() if isinstance(result, bytes) else None
 
-    def create_deliveries(self, batch: Sequence[tuple[Mapping[str, str | int], str]]) -> int:
-        """Record each ``(fields, queue)`` delivery and enqueue it, unless it exists already
-        (a fan-out rerun); one round trip for the whole batch. Returns how many were new."""
-        pipe = self.redis.pipeline(transaction=False)
-        deadline = time.time() + self.lease
+    def fan_out(self, event_id: str, batch: Sequence[tuple[Mapping[str, str | int], str]]) -> int:
+        """Record and enqueue each ``(fields, queue)`` delivery not recorded yet (a fan-out
+        rerun creates nothing twice), and mark the event routed; one script, one round
+        trip. Returns how many deliveries were new."""
+        script_keys = [keys.INFLIGHT, keys.event_deliveries(event_id), keys.event(event_id)]
+        args: list[str | int | float] = [
+            time.time() + self.lease,
+            self.retention,
+            event_id,
+            "routed" if batch else "unrouted",
+            len(batch),
+        ]
         for fields, queue in batch:
             delivery_id = str(fields["id"])
-            message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
             flat: list[str | int] = []
             for name, value in fields.items():
                 flat += [name, value]
-            self._create_delivery(
-                keys=[
-                    keys.delivery(delivery_id),
-                    queue,
-                    keys.INFLIGHT,
-                    keys.event_deliveries(str(fields["event_id"])),
-                ],
-                args=[delivery_id, message, deadline, self.retention, *flat],
-                client=pipe,
-            )
-        return sum(int(created) for created in pipe.execute()) if batch else 0
-
-    def create_delivery(self, fields: Mapping[str, str | int], queue: str) -> bool:
-        """One delivery; see ``create_deliveries``."""
-        return self.create_deliveries([(fields, queue)]) == 1
+            script_keys += [keys.delivery(delivery_id), queue]
+            message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
+            args += [delivery_id, message, len(flat), *flat]
+        return int(self._fanout(keys=script_keys, args=args))
 
     def release_due(self, delivery_id: str, queue: str, now: float) -> bool:
         """Move one due delivery from the schedule to its queue; false if another did."""

@@ -90,13 +90,6 @@ class Store:
             return str(data.decode())
         return (delivery or {}).get("event")
 
-    def mark_event(self, event_id: str, status: str) -> None:
-        pipe = self.redis.pipeline()
-        pipe.hset(keys.event(event_id), "status", status)
-        pipe.expire(keys.event(event_id), self.retention)
-        pipe.zrem(keys.INFLIGHT, f"fanout:{event_id}")
-        pipe.execute()
-
     def recent_events(self, limit: int = 50) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.EVENTS, 0, limit - 1)]
 

@@ -15,21 +15,26 @@ from relay.scheduler import Scheduler
 
 
 def make_delivery(queue: Queue, delivery_id: str, name: str = "relay.deliver.webhook") -> None:
-    queue.create_delivery(
-        {
-            "id": delivery_id,
-            "event_id": "evt_1",
-            "source": "ops",
-            "target": "sink",
-            "route": 0,
-            "queue": name,
-            "status": "queued",
-            "attempts": 0,
-            "created_at": time.time(),
-            "window_start": time.time(),
-            "updated_at": time.time(),
-        },
-        name,
+    queue.fan_out(
+        "evt_1",
+        [
+            (
+                {
+                    "id": delivery_id,
+                    "event_id": "evt_1",
+                    "source": "ops",
+                    "target": "sink",
+                    "route": 0,
+                    "queue": name,
+                    "status": "queued",
+                    "attempts": 0,
+                    "created_at": time.time(),
+                    "window_start": time.time(),
+                    "updated_at": time.time(),
+                },
+                name,
+            )
+        ],
     )
 
 

@@ -92,8 +92,7 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
                 "updated_at": now,
             }
             batch.append((fields, queue))
-    created = ctx.queue.create_deliveries(batch)
-    ctx.store.mark_event(event_id, "routed" if batch else "unrouted")
+    created = ctx.queue.fan_out(event_id, batch)
     log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
     return len(batch)
 

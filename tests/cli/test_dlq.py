@@ -41,20 +41,25 @@ def dead_letter(
 ) -> None:
     queue, store = Queue(client, lease=60, retention=3600), Store(client, retention=3600)
     name = keys.deliver_queue("storage")
-    queue.create_delivery(
-        {
-            "id": delivery_id,
-            "event_id": f"evt_{delivery_id}",
-            "source": source,
-            "target": target,
-            "route": 0,
-            "queue": name,
-            "status": "queued",
-            "attempts": 3,
-            "created_at": time.time(),
-            "window_start": time.time(),
-        },
-        name,
+    queue.fan_out(
+        f"evt_{delivery_id}",
+        [
+            (
+                {
+                    "id": delivery_id,
+                    "event_id": f"evt_{delivery_id}",
+                    "source": source,
+                    "target": target,
+                    "route": 0,
+                    "queue": name,
+                    "status": "queued",
+                    "attempts": 3,
+                    "created_at": time.time(),
+                    "window_start": time.time(),
+                },
+                name,
+            )
+        ],
     )
     attempt = {"n": 3, "outcome": "failed", "status": 500, "error": "HTTP 500"}
     store.finish_dead(
