@@ -83,13 +83,6 @@ class Store:
             "status": raw.get("status", "unknown"),
         }
 
-    def event_json(self, event_id: str, delivery: dict[str, str] | None = None) -> str | None:
-        """The event's JSON, from its record or from the copy a dead letter keeps."""
-        data = self.redis.hget(keys.event(event_id), "data")
-        if data is not None:
-            return str(data.decode())
-        return (delivery or {}).get("event")
-
     def recent_events(self, limit: int = 50) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.EVENTS, 0, limit - 1)]
 
@@ -241,9 +234,6 @@ class Store:
             return False
         self.redis.delete(keys.delivery(delivery_id), keys.attempts(delivery_id))
         return True
-
-    def dlq_size(self) -> int:
-        return int(self.redis.zcard(keys.DLQ))
 
     # queues ---------------------------------------------------------------------------
     def queue_stats(self) -> dict[str, Any]:
