@@ -19,7 +19,7 @@ import structlog
 
 from relay import keys
 from relay.config import RetryPolicy
-from relay.errors import PermanentDeliveryError, RetryableDeliveryError
+from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from relay.events import GroupEvent
 from relay.redact import redact
 from workers.context import WorkerContext
@@ -161,85 +161,60 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         timeout=target_config.timeout or ctx.settings.http_timeout,
     )
     started, t0 = time.time(), time.perf_counter()
-    secrets = ctx.config.secrets
+    failure: DeliveryError
     try:
         result = ctx.targets[target_config.id].deliver(context)
-    except RetryableDeliveryError as exc:
-        elapsed = time.perf_counter() - t0
-        record = _attempt(
-            begun.attempt,
-            started,
-            elapsed,
-            "retry",
-            status=exc.status,
-            response=redact(exc.excerpt, secrets),
-            error=redact(exc.message, secrets),
-            retry_after=exc.retry_after,
-        )
-        due = next_attempt_at(
-            begun.attempt,
-            policy,
-            now=time.time(),
-            window_start=float(delivery.get("window_start") or started),
-            retry_after=exc.retry_after,
-        )
-        if due is None:
-            record["outcome"] = "failed"
-            reason = (
-                f"retries exhausted after {begun.attempt} attempts"
-                if begun.attempt >= policy.max_attempts
-                else f"max_age {policy.max_age:g}s reached"
-            )
-            store.finish_dead(delivery_id, record, reason, event_json)
-            bound.warning("deliver.dead", reason=reason, error=record.get("error"))
-            return "dead"
-        store.finish_retry(delivery_id, record, due)
-        bound.info(
-            "deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error")
-        )
-        return "retry"
-    except PermanentDeliveryError as exc:
-        elapsed = time.perf_counter() - t0
-        record = _attempt(
-            begun.attempt,
-            started,
-            elapsed,
-            "failed",
-            status=exc.status,
-            response=redact(exc.excerpt, secrets),
-            error=redact(exc.message, secrets),
-        )
-        store.finish_dead(delivery_id, record, "permanent failure", event_json)
-        bound.warning("deliver.dead", reason="permanent failure", error=record.get("error"))
-        return "dead"
+    except DeliveryError as exc:
+        failure = exc
     except Exception as exc:  # an adapter bug must not lose the event: retry, then dead-letter
-        elapsed = time.perf_counter() - t0
-        message = redact(f"unexpected {type(exc).__name__}: {exc}", secrets)
-        record = _attempt(begun.attempt, started, elapsed, "retry", error=message)
-        due = next_attempt_at(
-            begun.attempt,
-            policy,
-            now=time.time(),
-            window_start=float(delivery.get("window_start") or started),
-        )
-        if due is None:
-            record["outcome"] = "failed"
-            store.finish_dead(delivery_id, record, "retries exhausted", event_json)
-            return "dead"
         bound.exception("deliver.adapter_error")
-        store.finish_retry(delivery_id, record, due)
-        return "retry"
-    elapsed = time.perf_counter() - t0
-    store.finish_delivered(
-        delivery_id,
-        _attempt(
+        failure = RetryableDeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+    else:
+        elapsed = time.perf_counter() - t0
+        record = _attempt(
             begun.attempt,
             started,
             elapsed,
             "delivered",
             status=result.status,
-            response=redact(result.excerpt, secrets),
-        ),
+            response=redact(result.excerpt, ctx.config.secrets),
+        )
+        store.finish_delivered(delivery_id, record)
+        bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
+        return "delivered"
+
+    retry_after = getattr(failure, "retry_after", None)
+    record = _attempt(
+        begun.attempt,
+        started,
+        time.perf_counter() - t0,
+        "retry",
+        status=failure.status,
+        retry_after=retry_after,
+        response=redact(failure.excerpt, ctx.config.secrets),
+        error=redact(failure.message, ctx.config.secrets),
     )
-    bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
-    return "delivered"
+    if isinstance(failure, PermanentDeliveryError):
+        reason = "permanent failure"
+        due = None
+    else:
+        due = next_attempt_at(
+            begun.attempt,
+            policy,
+            now=time.time(),
+            retry_after=retry_after,
+            window_start=float(delivery.get("window_start") or started),
+        )
+        reason = (
+            f"retries exhausted after {begun.attempt} attempts"
+            if begun.attempt >= policy.max_attempts
+            else f"max_age {policy.max_age:g}s reached"
+        )
+    if due is None:
+        record["outcome"] = "failed"
+        store.finish_dead(delivery_id, record, reason, event_json)
+        bound.warning("deliver.dead", reason=reason, error=record.get("error"))
+        return "dead"
+    store.finish_retry(delivery_id, record, due)
+    bound.info("deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error"))
+    return "retry"

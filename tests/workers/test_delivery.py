@@ -1,0 +1,113 @@
+"""``run_delivery`` without Celery: the outcome policy against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from relay import keys
+from relay.config import load_config
+from relay.errors import PermanentDeliveryError
+from relay.settings import Settings
+from tests.conftest import TEST_SECRET
+from workers.context import WorkerContext
+from workers.delivery import fanout, run_delivery
+from workers.targets.base import DeliveryContext, DeliveryResult
+
+
+class BuggyAdapter:
+    """A target plugin with a bug: it raises something that is not a delivery error."""
+
+    family = "storage"
+
+    def deliver(self, context: DeliveryContext) -> DeliveryResult:
+        raise ZeroDivisionError("division by zero in a plugin")
+
+
+class RefusingAdapter:
+    family = "storage"
+
+    def deliver(self, context: DeliveryContext) -> DeliveryResult:
+        raise PermanentDeliveryError("HTTP 404", status=404, excerpt="no such hook")
+
+
+@pytest.fixture
+def context(
+    make_settings: Callable[..., Settings],
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    redis_client: redis.Redis,
+) -> WorkerContext:
+    path = write_config(
+        {
+            "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
+            "targets": [
+                {
+                    "id": "out",
+                    "kind": "file",
+                    "path": str(tmp_path / "out"),
+                    "retry": {"max_attempts": 2, "backoff_base": "10ms"},
+                }
+            ],
+            "routes": [{"source": "ops", "targets": ["out"]}],
+        }
+    )
+    settings = make_settings(config=path)
+    return WorkerContext(settings, load_config(path))
+
+
+def accept(ctx: WorkerContext) -> str:
+    ctx.queue.accept_event(
+        "ops", "evt_1", json.dumps({"id": "evt_1", "source": "ops"}), dedupe_key=None, dedupe_ttl=60
+    )
+    assert fanout(ctx, "evt_1") == 1
+    [delivery_id] = ctx.store.event_delivery_ids("evt_1")
+    return delivery_id
+
+
+def test_an_adapter_bug_is_retried_then_dead_lettered(context: WorkerContext) -> None:
+    context.targets["out"] = BuggyAdapter()  # type: ignore[assignment]
+    delivery_id = accept(context)
+    assert run_delivery(context, delivery_id) == "retry"
+    time.sleep(0.05)  # past the 10 ms backoff
+    assert run_delivery(context, delivery_id) == "dead"
+    delivery = context.store.delivery(delivery_id) or {}
+    assert delivery["dead_reason"] == "retries exhausted after 2 attempts"
+    attempts = context.store.attempts(delivery_id)
+    assert [a["outcome"] for a in attempts] == ["retry", "failed"]
+    assert attempts[0]["error"] == "unexpected ZeroDivisionError: division by zero in a plugin"
+
+
+def test_a_permanent_error_dead_letters_at_once(
+    context: WorkerContext, redis_client: redis.Redis
+) -> None:
+    context.targets["out"] = RefusingAdapter()  # type: ignore[assignment]
+    delivery_id = accept(context)
+    assert run_delivery(context, delivery_id) == "dead"
+    [attempt] = context.store.attempts(delivery_id)
+    assert attempt == {**attempt, "outcome": "failed", "status": 404, "response": "no such hook"}
+    assert redis_client.zscore(keys.DLQ, delivery_id) is not None
+    assert run_delivery(context, delivery_id) == "dead"  # a stale message changes nothing
+    assert len(context.store.attempts(delivery_id)) == 1
+
+
+def test_a_delivered_delivery_is_not_sent_again(context: WorkerContext, tmp_path: Path) -> None:
+    delivery_id = accept(context)
+    assert run_delivery(context, delivery_id) == "delivered"
+    assert run_delivery(context, delivery_id) == "delivered"  # the duplicate message is dropped
+    lines = (tmp_path / "out" / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["delivery_id"] == delivery_id
+
+
+def test_a_removed_target_dead_letters_with_a_reason(context: WorkerContext) -> None:
+    delivery_id = accept(context)
+    context.config.targets.pop("out")
+    assert run_delivery(context, delivery_id) == "dead"
+    delivery: dict[str, Any] = context.store.delivery(delivery_id) or {}
+    assert delivery["dead_reason"] == "target is no longer configured"
