@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO, cast
 
 import structlog
 
 from relay.settings import Settings
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written: loggers are cached on first
+    use, and a test runner or daemon may swap the stream after that."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def quiet_celery_task_lines(settings: Settings) -> None:
@@ -36,6 +48,6 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )

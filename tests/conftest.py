@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from relay import create_app
+from relay.cli.up import worker_command
 from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
 
@@ -147,25 +148,7 @@ class RelayProcesses:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-P",
-            "gevent",
-            "-c",
-            "20",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            f"{name}-{os.getpid()}@%h",
-            *extra,
-        ]
+        command = worker_command(20, "--hostname", f"{name}-{os.getpid()}@%h", *extra)
         return self._start(name, command)
 
     def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:

@@ -87,6 +87,15 @@ def _validated(path: Path) -> RelayConfig:
         sys.exit(1)
 
 
+def worker_command(concurrency: int, *extra: str) -> list[str]:
+    """The Celery worker as the Procfile runs it: every queue, gevent, no gossip."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+        "-P", "gevent", "-c", str(concurrency), "--without-gossip", "--without-mingle",
+        "--loglevel", "INFO", *extra,
+    ]  # fmt: skip
+
+
 def _children(host: str, port: int, concurrency: int, env: dict[str, str]) -> list[Child]:
     py = sys.executable
     web_env = {"WEB_CONCURRENCY": "2", **env}  # a dev run needs no process per core
@@ -106,26 +115,7 @@ def _children(host: str, port: int, concurrency: int, env: dict[str, str]) -> li
             ],
             web_env,
         ),
-        Child(
-            "worker",
-            [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "workers.celery_app",
-                "worker",
-                "-P",
-                "gevent",
-                "-c",
-                str(concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-            ],
-            env,
-        ),
+        Child("worker", worker_command(concurrency), env),
         Child("scheduler", [py, "-m", "relay.cli", "scheduler"], env),
     ]
 

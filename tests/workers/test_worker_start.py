@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from relay.cli.up import worker_command
 from tests.conftest import ROOT, TEST_ENV
 
-WORKER = [
-    sys.executable,
-    "-m",
-    "celery",
-    "-A",
-    "workers.celery_app",
-    "worker",
-    "-P",
-    "gevent",
-    "--without-gossip",
-    "--without-mingle",
-]
+WORKER = worker_command(4)
 
 
 def run_worker(redis_url: str, **env: str) -> subprocess.CompletedProcess[str]:
