@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,58 +167,63 @@ def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
     click.echo(json.dumps(detail["event"], indent=2))
 
 
+def _selected(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a command delivery ids or ``--all``/filters, and hand it the dead letters."""
+
+    @functools.wraps(func)
+    def command(
+        ids: tuple[str, ...],
+        select_all: bool,
+        target: str | None,
+        source: str | None,
+        older_than: float | None,
+        newer_than: float | None,
+        config: Path | None,
+        **rest: Any,
+    ) -> None:
+        runtime = load_runtime(config)
+        letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
+        func(runtime, letters, ids, **rest)
+
+    command = _filters(command)
+    command = click.option(
+        "--all", "select_all", is_flag=True, help="Every dead letter, or all matching."
+    )(command)
+    return click.argument("ids", nargs=-1)(command)
+
+
+def _count(n: int) -> str:
+    return f"{n} dead letter{'s' if n != 1 else ''}"
+
+
 @dlq.command()
-@click.argument("ids", nargs=-1)
-@click.option("--all", "select_all", is_flag=True, help="Every dead letter, or all matching.")
-@_filters
+@_selected
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
 def replay(
-    ids: tuple[str, ...],
-    select_all: bool,
-    target: str | None,
-    source: str | None,
-    older_than: float | None,
-    newer_than: float | None,
-    config: Path | None,
-    dry_run: bool,
+    runtime: Runtime, letters: list[DeadLetter], ids: tuple[str, ...], dry_run: bool
 ) -> None:
     """Send dead letters again under their same delivery ids (targets can dedupe)."""
-    runtime = load_runtime(config)
-    letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
     if dry_run:
-        click.echo(f"would replay {len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
+        click.echo(f"would replay {_count(len(letters))}")
         return
     replayed = sum(runtime.queue.replay(letter.id, letter.delivery["queue"]) for letter in letters)
-    click.echo(f"replayed {replayed} dead letter{'s' if replayed != 1 else ''}")
+    click.echo(f"replayed {_count(replayed)}")
     if ids and replayed < len(ids):
         raise SystemExit(1)
 
 
 @dlq.command()
-@click.argument("ids", nargs=-1)
-@click.option("--all", "select_all", is_flag=True, help="Every dead letter, or all matching.")
-@_filters
+@_selected
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge(
-    ids: tuple[str, ...],
-    select_all: bool,
-    target: str | None,
-    source: str | None,
-    older_than: float | None,
-    newer_than: float | None,
-    config: Path | None,
-    yes: bool,
-) -> None:
+def purge(runtime: Runtime, letters: list[DeadLetter], ids: tuple[str, ...], yes: bool) -> None:
     """Delete dead letters for good."""
-    runtime = load_runtime(config)
-    letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
     if not letters:
         click.echo("nothing to purge")
         return
     if not yes:
-        click.confirm(f"purge {len(letters)} dead letters for good?", abort=True)
+        click.confirm(f"purge {_count(len(letters))} for good?", abort=True)
     purged = sum(runtime.store.purge(letter.id) for letter in letters)
-    click.echo(f"purged {purged} dead letter{'s' if purged != 1 else ''}")
+    click.echo(f"purged {_count(purged)}")
 
 
 COMMANDS = [dlq]
