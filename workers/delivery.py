@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+import traceback
 import uuid
 from typing import Any
 
@@ -167,7 +168,8 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     except DeliveryError as exc:
         failure = exc
     except Exception as exc:  # an adapter bug must not lose the event: retry, then dead-letter
-        bound.exception("deliver.adapter_error")
+        trace = "".join(traceback.format_exception(exc))
+        bound.error("deliver.adapter_error", traceback=redact(trace, ctx.config.secrets))
         failure = RetryableDeliveryError(f"unexpected {type(exc).__name__}: {exc}")
     else:
         elapsed = time.perf_counter() - t0

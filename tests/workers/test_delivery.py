@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ class BuggyAdapter:
 
     def deliver(self, context: DeliveryContext) -> DeliveryResult:
         raise ZeroDivisionError("division by zero in a plugin")
+
+
+class LeakyAdapter:
+    """A plugin bug whose message carries a configured secret."""
+
+    family = "storage"
+
+    def deliver(self, context: DeliveryContext) -> DeliveryResult:
+        raise RuntimeError(f"could not sign with {TEST_SECRET}")
 
 
 class RefusingAdapter:
@@ -111,3 +121,14 @@ def test_a_removed_target_dead_letters_with_a_reason(context: WorkerContext) -> 
     assert run_delivery(context, delivery_id) == "dead"
     delivery: dict[str, Any] = context.store.delivery(delivery_id) or {}
     assert delivery["dead_reason"] == "target is no longer configured"
+
+
+def test_an_adapter_traceback_is_logged_without_secrets(
+    context: WorkerContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    context.config = replace(context.config, secrets=frozenset({TEST_SECRET}))
+    context.targets["out"] = LeakyAdapter()  # type: ignore[assignment]
+    assert run_delivery(context, accept(context)) == "retry"
+    logged = "".join(capsys.readouterr())
+    assert "deliver.adapter_error" in logged and "could not sign with [redacted]" in logged
+    assert TEST_SECRET not in logged
