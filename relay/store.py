@@ -39,6 +39,20 @@ return {'run', attempts, status, fields, data or ''}
 """
 
 
+# One reply to parse instead of a MULTI's: this runs after every attempt.
+_FINISH = """
+if ARGV[1] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3]) end
+redis.call('ZREM', KEYS[3], 'deliver:' .. ARGV[3])
+redis.call('DEL', KEYS[4])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Begun:
     """The answer to "may this message run the delivery now?"."""
@@ -71,6 +85,7 @@ class Store:
         self.redis = client
         self.retention = int(retention)
         self._begin = client.register_script(_BEGIN)
+        self._finish_script = client.register_script(_FINISH)
 
     # events ---------------------------------------------------------------------------
     def event(self, event_id: str) -> dict[str, Any] | None:
@@ -134,44 +149,48 @@ class Store:
         pipe.expire(keys.attempts(delivery_id), self.retention)
         pipe.execute()
 
-    def finish_delivered(self, delivery_id: str, attempt: dict[str, Any]) -> None:
-        now = time.time()
-        pipe = self.redis.pipeline()
-        pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
-        pipe.expire(keys.attempts(delivery_id), self.retention)
-        pipe.hset(
-            keys.delivery(delivery_id),
-            mapping={
-                "status": "delivered",
-                "delivered_at": f"{now:.6f}",
-                "updated_at": f"{now:.6f}",
-                "last_error": "",
-            },
+    def _finish(
+        self,
+        delivery_id: str,
+        attempt: dict[str, Any],
+        fields: dict[str, str],
+        due: float | None = None,
+    ) -> None:
+        flat = [item for pair in fields.items() for item in pair]
+        self._finish_script(
+            keys=[
+                keys.delivery(delivery_id),
+                keys.attempts(delivery_id),
+                keys.INFLIGHT,
+                keys.lock(delivery_id),
+                keys.SCHEDULE,
+            ],
+            args=[
+                json.dumps(attempt) if attempt else "",
+                self.retention,
+                delivery_id,
+                "" if due is None else f"{due:.6f}",
+                *flat,
+            ],
         )
-        pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
-        pipe.delete(keys.lock(delivery_id))
-        pipe.execute()
+
+    def finish_delivered(self, delivery_id: str, attempt: dict[str, Any]) -> None:
+        now = f"{time.time():.6f}"
+        self._finish(
+            delivery_id,
+            attempt,
+            {"status": "delivered", "delivered_at": now, "updated_at": now, "last_error": ""},
+        )
 
     def finish_retry(self, delivery_id: str, attempt: dict[str, Any], due: float) -> None:
         """Park the delivery in the durable schedule until ``due``."""
-        now = time.time()
-        pipe = self.redis.pipeline()
-        if attempt:
-            pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
-            pipe.expire(keys.attempts(delivery_id), self.retention)
-        pipe.hset(
-            keys.delivery(delivery_id),
-            mapping={
-                "status": "scheduled",
-                "next_at": f"{due:.6f}",
-                "updated_at": f"{now:.6f}",
-                "last_error": attempt.get("error") or "",
-            },
-        )
-        pipe.zadd(keys.SCHEDULE, {delivery_id: due})
-        pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
-        pipe.delete(keys.lock(delivery_id))
-        pipe.execute()
+        fields = {
+            "status": "scheduled",
+            "next_at": f"{due:.6f}",
+            "updated_at": f"{time.time():.6f}",
+            "last_error": attempt.get("error") or "",
+        }
+        self._finish(delivery_id, attempt, fields, due)
 
     def finish_dead(
         self, delivery_id: str, attempt: dict[str, Any] | None, reason: str, event_json: str
