@@ -56,9 +56,7 @@ class Runtime:
         return self.sources[source_id].default_dedupe_ttl
 
     @classmethod
-    def build(
-        cls, settings: Settings, config: RelayConfig | None = None, *, with_targets: bool = False
-    ) -> Runtime:
+    def build(cls, settings: Settings, config: RelayConfig | None = None) -> Runtime:
         if config is None:
-            config = load_config(settings.config, with_targets=with_targets)
+            config = load_config(settings.config, with_targets=False)
         return cls(settings, config, redis_client(settings))

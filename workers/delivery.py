@@ -109,6 +109,20 @@ def _attempt(n: int, started: float, elapsed: float, outcome: str, **extra: Any)
     return record
 
 
+def _dead(
+    ctx: WorkerContext,
+    bound: Any,
+    delivery_id: str,
+    record: dict[str, Any] | None,
+    reason: str,
+    event_json: str,
+) -> str:
+    """Dead-letter the delivery, keeping the last attempt (if any) and the event."""
+    ctx.store.finish_dead(delivery_id, record, reason, event_json)
+    bound.warning("deliver.dead", reason=reason, error=(record or {}).get("error"))
+    return "dead"
+
+
 def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     """Run one attempt of a delivery if it is still due; return what happened."""
     store = ctx.store
@@ -145,15 +159,11 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
             if target_config is None
             else "the event record expired before delivery"
         )
-        store.finish_dead(delivery_id, None, reason, event_json or "null")
-        bound.warning("deliver.dead", reason=reason)
-        return "dead"
+        return _dead(ctx, bound, delivery_id, None, reason, event_json or "null")
     policy = target_config.retry
     if begun.attempt > policy.max_attempts:
         reason = f"gave up after {policy.max_attempts} attempts"
-        store.finish_dead(delivery_id, None, reason, event_json)
-        bound.warning("deliver.dead", reason=reason)
-        return "dead"
+        return _dead(ctx, bound, delivery_id, None, reason, event_json)
 
     context = DeliveryContext(
         delivery_id=delivery_id,
@@ -214,9 +224,7 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         )
     if due is None:
         record["outcome"] = "failed"
-        store.finish_dead(delivery_id, record, reason, event_json)
-        bound.warning("deliver.dead", reason=reason, error=record.get("error"))
-        return "dead"
+        return _dead(ctx, bound, delivery_id, record, reason, event_json)
     store.finish_retry(delivery_id, record, due)
     bound.info("deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error"))
     return "retry"
