@@ -68,6 +68,7 @@ class RouteFilter(_Strict):
     sender: list[str] | None = None
     text: str | None = Field(None, description="Regular expression searched in the text.")
     has_files: bool | None = None
+    mentions_bot: bool | None = None
 
     @field_validator("type", "group", "sender", mode="before")
     @classmethod

@@ -41,6 +41,19 @@ class FileRef(BaseModel):
         return self
 
 
+class ReplyHandle(BaseModel):
+    """Where a reply into the same conversation can be posted, and until when.
+
+    DingTalk puts a short-lived ``sessionWebhook`` on each robot message; a route can
+    answer through it while ``expires_at`` has not passed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(max_length=64, description="Which platform's reply mechanism.")
+    url: str = Field(max_length=4096)
+    expires_at: datetime | None = None
+
+
 def new_event_id() -> str:
     """Time-ordered, unguessable id: ``evt_`` + ms timestamp (hex) + 80 random bits."""
     return f"evt_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
@@ -59,6 +72,9 @@ class GroupEvent(BaseModel):
     sender: Party | None = None
     text: str | None = None
     mentions: list[Party] = Field(default_factory=list)
+    mentions_bot: bool = Field(False, description="The message @-mentions the relay's bot.")
+    message_id: str | None = Field(None, max_length=256, description="The platform's own id.")
+    reply: ReplyHandle | None = None
     files: list[FileRef] = Field(default_factory=list)
     raw: Any = None
 

@@ -26,6 +26,11 @@ def dedupe(source_id: str, key: str) -> str:
     return f"{PREFIX}dedupe:{source_id}:{key}"
 
 
+def single_use(source_id: str, credential: str) -> str:
+    """A credential (signature) that may carry only one message; see ``accept_event``."""
+    return f"{PREFIX}once:{source_id}:{credential}"
+
+
 def event(event_id: str) -> str:
     return f"{PREFIX}event:{event_id}"
 

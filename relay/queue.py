@@ -15,9 +15,15 @@ from collections.abc import Mapping, Sequence
 import redis
 
 from relay import keys
+from relay.errors import Unauthorized
 from relay.taskmsg import encode_task_message
 
 _INTAKE = """
+if ARGV[9] ~= '0' then
+  local seen = redis.call('GET', KEYS[6])
+  if seen and seen ~= ARGV[10] then return -1 end
+  redis.call('SET', KEYS[6], ARGV[10], 'EX', ARGV[9])
+end
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[1])
   if existing then return existing end
@@ -112,12 +118,19 @@ class Queue:
         *,
         dedupe_key: str | None,
         dedupe_ttl: float,
+        single_use: str | None = None,
+        single_use_ttl: float = 0,
     ) -> str | None:
         """Record and enqueue an event; return the earlier event id if it is a resend.
 
         Dedupe key, record and queue entry are written by one script: a crash or a lost
         connection leaves either all of them or none, so a sender's retry is never
         mistaken for a duplicate of an event that was not queued.
+
+        ``single_use`` is a credential that may carry one message only (DingTalk's
+        robot signature covers the timestamp, not the body): a second request with it
+        is a resend if it has the same dedupe key, else a replay, refused with
+        ``Unauthorized``.
         """
         now = time.time()
         message = encode_task_message(keys.FANOUT_TASK, [event_id], keys.FANOUT_QUEUE)
@@ -128,6 +141,7 @@ class Queue:
                 keys.FANOUT_QUEUE,
                 keys.INFLIGHT,
                 keys.EVENTS,
+                keys.single_use(source_id, single_use or "-"),
             ],
             args=[
                 event_id,
@@ -138,8 +152,14 @@ class Queue:
                 now + self.lease,
                 f"{now:.6f}",
                 "1" if dedupe_key else "0",
+                max(1, int(single_use_ttl)) if single_use else 0,
+                dedupe_key or event_id,
             ],
         )
+        if result == -1:
+            raise Unauthorized(
+                "this signature was already used for another message", code="replayed_signature"
+            )
         return result.decode() if isinstance(result, bytes) else None
 
     def fan_out(self, event_id: str, batch: Sequence[tuple[Mapping[str, str | int], str]]) -> int:

@@ -12,13 +12,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import redis
 import structlog
 from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.errors import IntakeError, PayloadTooLarge, Unavailable, UnknownSource
+from relay.intake import enqueue
 from relay.runtime import Runtime
 from relay.sources.base import InboundRequest, Reply
 
@@ -105,29 +105,16 @@ def receive(source_id: str) -> Response:
         )
     source.verify(inbound)
     parsed = source.parse(inbound)
-    event = parsed.event
-    try:
-        earlier = runtime.queue.accept_event(
-            source_id,
-            event.id,
-            event.to_json(),
-            dedupe_key=parsed.dedupe_key,
-            dedupe_ttl=runtime.dedupe_ttl(source_id),
-        )
-    except redis.RedisError as exc:
-        log.error("intake.unavailable", source=source_id, error=type(exc).__name__)
-        raise Unavailable("the queue is unreachable; retry later", retry_after=5) from None
-    duplicate = earlier is not None
-    event_id = earlier if earlier is not None else event.id
+    accepted = enqueue(runtime, source_id, parsed)
     log.info(
         "intake.accepted",
         source=source_id,
-        event_id=event_id,
-        type=event.type,
-        duplicate=duplicate,
+        event_id=accepted.event_id,
+        type=parsed.event.type,
+        duplicate=accepted.duplicate,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return _respond(source.reply(event_id, duplicate=duplicate))
+    return _respond(source.reply(accepted.event_id, duplicate=accepted.duplicate))
 
 
 @hooks.errorhandler(IntakeError)

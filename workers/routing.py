@@ -19,6 +19,8 @@ def route_matches(when: RouteFilter, event: GroupEvent) -> bool:
         return False
     if when.text is not None and not re.search(when.text, event.text or ""):
         return False
+    if when.mentions_bot is not None and when.mentions_bot != event.mentions_bot:
+        return False
     return when.has_files is None or when.has_files == bool(event.files)
 
 

@@ -63,10 +63,16 @@ class Reply:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A verified event plus the platform's own id of it, used to drop resends."""
+    """A verified event plus the platform's own id of it, used to drop resends.
+
+    ``single_use`` names a credential that must not carry a second, different message
+    (a signature that does not cover the body), kept for ``single_use_ttl`` seconds.
+    """
 
     event: GroupEvent
     dedupe_key: str | None
+    single_use: str | None = None
+    single_use_ttl: float = 0
 
 
 @dataclass(frozen=True)
