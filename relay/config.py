@@ -19,10 +19,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from relay.circuit import CircuitPolicy
 from relay.config_file import path_of, read_yaml, split_path, substitute_env
 from relay.durations import Duration
 from relay.errors import ConfigError
 from relay.events import EVENT_TYPES
+from relay.people import Person
+from relay.ratelimit import Rate, rates_value
+from relay.templates import check_template
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -57,7 +61,22 @@ class TargetConfig(_Strict):
     retry: RetryPolicy = RetryPolicy()
     allow_private: bool = False
     timeout: Duration | None = Field(None, gt=0)
+    rate_limit: list[Rate] | None = Field(
+        None, description="Rates such as 20/min; off for none; unset for the kind's default."
+    )
+    circuit: CircuitPolicy = CircuitPolicy()
+    template: str | None = Field(None, description="Jinja2 template of the message.")
     options: Any = None
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rates(cls, value: object) -> object:
+        return rates_value(value)
+
+    @field_validator("template")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
 
 class RouteFilter(_Strict):
@@ -98,6 +117,12 @@ class RouteConfig(_Strict):
     source: str
     when: RouteFilter = RouteFilter()
     targets: list[str] = Field(min_length=1)
+    template: str | None = Field(None, description="Overrides each target's template.")
+
+    @field_validator("template")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
 
 _COMMON_SOURCE_KEYS = set(SourceConfig.model_fields) - {"options"}
@@ -112,6 +137,7 @@ class RelayConfig:
     targets: dict[str, TargetConfig]
     routes: list[RouteConfig]
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    people: dict[str, Person] = field(default_factory=dict)
     """Every value pulled from the environment, so logs and records can redact them."""
 
     def routes_for(self, source_id: str) -> list[tuple[int, RouteConfig]]:
@@ -161,8 +187,9 @@ def parse_config(
     found: set[str] = set()
     data = substitute_env(data, os.environ if env is None else env, "", problems, found)
     for key in data:
-        if key not in ("sources", "targets", "routes"):
-            problems.append(f"{key}: unknown key (expected sources, targets, routes)")
+        if key not in ("sources", "targets", "routes", "people"):
+            problems.append(f"{key}: unknown key (expected sources, targets, routes, people)")
+    people = _parse_people(data.get("people") or {}, problems)
 
     declared: set[str] = set()  # ids written in the file, valid or not
     sources = _parse_items(
@@ -210,7 +237,20 @@ def parse_config(
         routes.append(route)
     if problems:
         raise ConfigError(_root_causes(problems))
-    return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4))
+    return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4), people)
+
+
+def _parse_people(raw: Any, problems: list[str]) -> dict[str, Person]:
+    if not isinstance(raw, dict):
+        problems.append("people: must be a mapping of name to ids")
+        return {}
+    people = {}
+    for name, ids in raw.items():
+        try:
+            people[str(name)] = Person.model_validate(ids)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, f"people.{name}"))
+    return people
 
 
 def _parse_items(

@@ -14,6 +14,7 @@
     │   └── Unavailable               503  Redis unreachable; the sender must retry
     └── DeliveryError                 a target adapter could not deliver
         ├── RetryableDeliveryError    network, timeout, 408/425/429/5xx, platform throttling
+        │   └── TargetThrottled       the platform blocks the whole target for a while
         └── PermanentDeliveryError    other 4xx, a platform's configuration error code
 """
 
@@ -104,6 +105,21 @@ class RetryableDeliveryError(DeliveryError):
     ) -> None:
         super().__init__(message, status=status, excerpt=excerpt)
         self.retry_after = retry_after
+
+
+class TargetThrottled(RetryableDeliveryError):
+    """The platform throttles the whole target (DingTalk's 10-minute block after 130101,
+    WeCom's 45009): every delivery to it waits ``retry_after`` seconds, not just this one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        status: int | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, status=status, excerpt=excerpt)
 
 
 class PermanentDeliveryError(DeliveryError):

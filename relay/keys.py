@@ -49,3 +49,23 @@ def attempts(delivery_id: str) -> str:
 
 def lock(delivery_id: str) -> str:
     return f"{PREFIX}lock:{delivery_id}"
+
+
+def target_state(target_id: str) -> str:
+    """Hash: pause flag, circuit state and counters of one target."""
+    return f"{PREFIX}target:{target_id}:state"
+
+
+def target_calls(target_id: str) -> str:
+    """ZSET of recent attempt outcomes, for the breaker's failure rate."""
+    return f"{PREFIX}target:{target_id}:calls"
+
+
+def target_throttle(target_id: str) -> str:
+    """Until when the platform throttles the whole target (ms since the epoch)."""
+    return f"{PREFIX}target:{target_id}:throttle"
+
+
+def target_rate(target_id: str, rate_index: int) -> str:
+    """ZSET of the send times inside one rate's sliding window."""
+    return f"{PREFIX}target:{target_id}:rate:{rate_index}"

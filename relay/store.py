@@ -179,8 +179,26 @@ class Store:
         self._finish(
             delivery_id,
             attempt,
-            {"status": "delivered", "delivered_at": now, "updated_at": now, "last_error": ""},
+            {
+                "status": "delivered",
+                "delivered_at": now,
+                "updated_at": now,
+                "last_error": "",
+                "waiting": "",
+            },
         )
+
+    def park(self, delivery_id: str, due: float, reason: str, *, attempts: int) -> None:
+        """Put the delivery back in the schedule without spending an attempt: the target
+        is paused, throttled, its breaker is open or its rate limit is reached."""
+        fields = {
+            "status": "scheduled",
+            "next_at": f"{due:.6f}",
+            "updated_at": f"{time.time():.6f}",
+            "attempts": str(attempts),
+            "waiting": reason,
+        }
+        self._finish(delivery_id, {}, fields, due)
 
     def finish_retry(self, delivery_id: str, attempt: dict[str, Any], due: float) -> None:
         """Park the delivery in the durable schedule until ``due``."""
@@ -189,6 +207,7 @@ class Store:
             "next_at": f"{due:.6f}",
             "updated_at": f"{time.time():.6f}",
             "last_error": attempt.get("error") or "",
+            "waiting": "",
         }
         self._finish(delivery_id, attempt, fields, due)
 

@@ -64,7 +64,7 @@ def test_unknown_keys_are_errors_everywhere(tmp_path: Path) -> None:
     problems = problems_of(text, tmp_path)
     assert "targets[0].retyr: unknown key" in problems
     assert "routes[0].when.colour: unknown key" in problems
-    assert "extra: unknown key (expected sources, targets, routes)" in problems
+    assert "extra: unknown key (expected sources, targets, routes, people)" in problems
 
 
 def test_bad_values_are_explained(tmp_path: Path) -> None:

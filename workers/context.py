@@ -9,8 +9,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.config import RelayConfig, load_config
+from relay.config import RelayConfig, TargetConfig, load_config
+from relay.gate import TargetGate
+from relay.people import People
 from relay.queue import Queue
+from relay.ratelimit import Rate, parse_rates
 from relay.registry import build_targets
 from relay.runtime import redis_client
 from relay.settings import Settings
@@ -25,6 +28,9 @@ class WorkerContext:
     store: Store = field(init=False)
     queue: Queue = field(init=False)
     targets: dict[str, Target] = field(init=False)
+    gate: TargetGate = field(init=False)
+    rates: dict[str, list[Rate]] = field(init=False)
+    people: People = field(init=False)
 
     def __post_init__(self) -> None:
         client = redis_client(self.settings)
@@ -33,6 +39,19 @@ class WorkerContext:
             client, lease=self.settings.visibility_timeout, retention=self.settings.retention
         )
         self.targets: dict[str, Target] = build_targets(self.config)
+        self.gate = TargetGate(client)
+        self.rates = {
+            target_id: target_rates(self.config.targets[target_id], adapter)
+            for target_id, adapter in self.targets.items()
+        }
+        self.people = People(self.config.people)
+
+
+def target_rates(config: TargetConfig, adapter: Any) -> list[Rate]:
+    """The configured rates, else the kind's platform defaults."""
+    if config.rate_limit is not None:
+        return list(config.rate_limit)
+    return parse_rates(getattr(adapter, "default_rate_limits", ()))
 
 
 _lock = threading.Lock()

@@ -19,9 +19,15 @@ from typing import Any
 import structlog
 
 from relay import keys
-from relay.config import RetryPolicy
-from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from relay.config import RetryPolicy, TargetConfig
+from relay.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    TargetThrottled,
+)
 from relay.events import GroupEvent
+from relay.gate import Admission
 from relay.redact import redact
 from workers.context import WorkerContext
 from workers.routing import delivery_id as make_delivery_id
@@ -123,6 +129,62 @@ def _dead(
     return "dead"
 
 
+def _context(
+    ctx: WorkerContext,
+    delivery: dict[str, str],
+    delivery_id: str,
+    attempt: int,
+    event_json: str,
+    target: TargetConfig,
+) -> DeliveryContext:
+    routes = ctx.config.routes
+    route_index = int(delivery.get("route") or -1)
+    route_template = routes[route_index].template if 0 <= route_index < len(routes) else None
+    source = ctx.config.sources.get(delivery.get("source", ""))
+    return DeliveryContext(
+        delivery_id=delivery_id,
+        attempt=attempt,
+        event_json=event_json,
+        timeout=target.timeout or ctx.settings.http_timeout,
+        template=route_template or target.template,
+        source_kind=source.kind if source else None,
+        people=ctx.people,
+        state=ctx.store.redis,
+    )
+
+
+def _wait(
+    ctx: WorkerContext, bound: Any, delivery_id: str, admission: Admission, attempts: int
+) -> str:
+    """Park a delivery the target cannot take now; the attempt is not spent."""
+    wait = admission.wait + random.uniform(0, min(1.0, admission.wait * 0.1))
+    ctx.store.park(delivery_id, time.time() + wait, admission.reason, attempts=attempts)
+    bound.info("deliver.wait", reason=admission.reason, in_seconds=round(wait, 3))
+    return "waiting"
+
+
+def _breaker(
+    ctx: WorkerContext,
+    bound: Any,
+    target: TargetConfig,
+    delivery_id: str,
+    failure: DeliveryError | None,
+) -> None:
+    """Feed the outcome to the breaker. Only retryable failures say the target is
+    unwell; a platform's throttle makes the whole target wait instead."""
+    if isinstance(failure, TargetThrottled):
+        ctx.gate.throttle(target.id, failure.retry_after or 60.0)
+        bound.warning("target.throttled", for_seconds=failure.retry_after)
+    counts = failure is None or (
+        isinstance(failure, RetryableDeliveryError) and not isinstance(failure, TargetThrottled)
+    )
+    state = ctx.gate.record(
+        target.id, delivery_id, ok=failure is None, counts=counts, circuit=target.circuit
+    )
+    if state in ("opened", "closed"):
+        bound.warning(f"circuit.{state}", target=target.id)
+
+
 def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     """Run one attempt of a delivery if it is still due; return what happened."""
     store = ctx.store
@@ -165,12 +227,17 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         reason = f"gave up after {policy.max_attempts} attempts"
         return _dead(ctx, bound, delivery_id, None, reason, event_json)
 
-    context = DeliveryContext(
-        delivery_id=delivery_id,
-        attempt=begun.attempt,
-        event_json=event_json,
-        timeout=target_config.timeout or ctx.settings.http_timeout,
+    admission = ctx.gate.admit(
+        target_config.id,
+        delivery_id,
+        rates=ctx.rates[target_config.id],
+        circuit=target_config.circuit,
+        probe_ttl=lock_ttl,
     )
+    if not admission.admitted:
+        return _wait(ctx, bound, delivery_id, admission, begun.attempt - 1)
+
+    context = _context(ctx, delivery, delivery_id, begun.attempt, event_json, target_config)
     started, t0 = time.time(), time.perf_counter()
     failure: DeliveryError
     try:
@@ -182,6 +249,7 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         bound.error("deliver.adapter_error", traceback=redact(trace, ctx.config.secrets))
         failure = RetryableDeliveryError(f"unexpected {type(exc).__name__}: {exc}")
     else:
+        _breaker(ctx, bound, target_config, delivery_id, None)
         elapsed = time.perf_counter() - t0
         record = _attempt(
             begun.attempt,
@@ -195,6 +263,7 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
         return "delivered"
 
+    _breaker(ctx, bound, target_config, delivery_id, failure)
     retry_after = getattr(failure, "retry_after", None)
     record = _attempt(
         begun.attempt,

@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
+import redis
 from pydantic import BaseModel, ConfigDict
 
 from relay.config import TargetConfig
+from relay.errors import PermanentDeliveryError
 from relay.events import GroupEvent
+from relay.people import Mention, People
+from relay.templates import TemplateError, render
 
 
 class TargetOptions(BaseModel):
@@ -31,11 +35,35 @@ class DeliveryContext:
     attempt: int
     event_json: str
     timeout: float
+    template: str | None = None  # the route's template, else the target's, else None
+    source_kind: str | None = None  # kind of the source the event came from
+    people: People = field(default_factory=lambda: People({}))
+    state: redis.Redis | None = None  # shared Redis, for caches such as access tokens
 
     @cached_property
     def event(self) -> GroupEvent:
         """Parsed on first use: adapters that forward the JSON as it is never pay for it."""
         return GroupEvent.from_json(self.event_json)
+
+    @cached_property
+    def mentions(self) -> list[Mention]:
+        """The event's mentions, resolved through the config's ``people`` map."""
+        return self.people.resolve(self.event, self.source_kind)
+
+    def render(self, default_template: str, *, html: bool = False, **extra: Any) -> str:
+        """The message text: the configured template (or ``default_template``) rendered
+        with ``event``, ``mentions`` and ``extra``. A template that fails to render is a
+        ``PermanentDeliveryError`` naming the line: retrying cannot fix it."""
+        try:
+            return render(
+                self.template or default_template,
+                html=html,
+                event=self.event,
+                mentions=self.mentions,
+                **extra,
+            )
+        except TemplateError as exc:
+            raise PermanentDeliveryError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -48,6 +76,8 @@ class Target(Protocol):
     kind: ClassVar[str]
     family: ClassVar[str]  # notify | pm | storage | webhook: picks the Celery queue
     Options: ClassVar[type[TargetOptions]]
+    # The platform's own limits ("20/min"), used unless the config sets rate_limit.
+    default_rate_limits: ClassVar[tuple[str, ...]]
 
     def __init__(self, config: TargetConfig) -> None: ...
 
@@ -58,6 +88,7 @@ class BaseTarget:
     kind: ClassVar[str]
     family: ClassVar[str]
     Options: ClassVar[type[TargetOptions]] = TargetOptions
+    default_rate_limits: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TargetConfig) -> None:
         self.config = config
