@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import redis
 import structlog
+from pydantic_core import PydanticSerializationError
 
-from relay.errors import Unavailable
+from relay.errors import Unavailable, Unprocessable
 from relay.runtime import Runtime
 from relay.sources.base import Parsed
 
@@ -26,10 +27,14 @@ def enqueue(runtime: Runtime, source_id: str, parsed: Parsed) -> Accepted:
     """Dedupe and enqueue in one script; ``Unavailable`` (503) when Redis is away."""
     event = parsed.event
     try:
+        event_json = event.to_json()
+    except PydanticSerializationError as exc:  # lone surrogates, nesting past the limit
+        raise Unprocessable(f"the event cannot be stored as JSON: {exc}") from None
+    try:
         earlier = runtime.queue.accept_event(
             source_id,
             event.id,
-            event.to_json(),
+            event_json,
             dedupe_key=parsed.dedupe_key,
             dedupe_ttl=runtime.dedupe_ttl(source_id),
             single_use=parsed.single_use,

@@ -379,3 +379,20 @@ def test_duplicate_json_keys_are_refused(client: FlaskClient, redis_client: redi
     assert response.status_code == 400
     assert "appears twice" in response.get_json()["detail"]
     assert redis_client.llen("relay.fanout") == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type": "custom", "note": "\\ud800"}',  # a lone surrogate: valid JSON, not storable
+        b'{"deep": ' + b"[" * 300 + b"]" * 300 + b"}",  # parses, but too deep to serialise
+    ],
+)
+def test_a_signed_body_that_cannot_be_stored_is_422_not_500(
+    client: FlaskClient, redis_client: redis.Redis, body: bytes
+) -> None:
+    response = client.post("/hooks/ops", data=body, headers=sign(body))
+    assert response.status_code in (400, 422), response.get_data(as_text=True)
+    assert response.json and response.json["error"] in ("invalid_event", "invalid_json")
+    assert redis_client.llen(keys.FANOUT_QUEUE) == 0
+    assert not redis_client.keys(keys.dedupe("ops", "*"))
