@@ -435,3 +435,31 @@ def test_cli_runs_until_sigterm(
     assert "poll.retry" in text and "poll.accepted" in text and "poll.stopped" in text
     assert BOT_TOKEN not in text and BOT_TOKEN.split(":")[1] not in text
     assert update_ids(redis_client) == [1]
+
+
+def test_cli_without_a_source_idles_until_stopped(
+    write_config: Callable[..., Path], redis_url: str, tmp_path: Path
+) -> None:
+    """The Procfile's poller line must not end (and take the others down) when unused."""
+    path = write_config({"sources": []})
+    env = {k: v for k, v in {**os.environ, **cli_env(path, redis_url)}.items()}
+    env.pop("RELAY_POLL_SOURCE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "poll"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        time.sleep(2.0)
+        assert proc.poll() is None  # still running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert b"poller.idle" in proc.stdout.read()

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+import structlog
 
 from relay.cli.common import load_runtime
 from relay.logging import configure_logging
@@ -20,7 +21,7 @@ from relay.poller import Poller, PollError, PollInterrupted, Retry
 
 
 @click.command()
-@click.argument("source_id", metavar="SOURCE")
+@click.argument("source_id", metavar="SOURCE", envvar="RELAY_POLL_SOURCE", required=False)
 @click.option("--once", is_flag=True, help="Fetch and queue one batch of updates, then exit.")
 @click.option(
     "--config",
@@ -28,14 +29,22 @@ from relay.poller import Poller, PollError, PollInterrupted, Retry
     type=click.Path(path_type=Path),
     help="The routing config (default: $RELAY_CONFIG or relay.yaml).",
 )
-def poll(source_id: str, once: bool, config_path: Path | None) -> None:
+def poll(source_id: str | None, once: bool, config_path: Path | None) -> None:
     """Long-poll getUpdates for SOURCE (kind telegram) and queue every update.
 
-    Runs until SIGTERM or Ctrl-C, finishing the batch in progress. Exits 1 if the
-    source cannot be polled (no bot_token, token refused, a webhook is set).
+    SOURCE defaults to $RELAY_POLL_SOURCE. Runs until SIGTERM or Ctrl-C, finishing the
+    batch in progress. Exits 1 if the source cannot be polled (no bot_token, token
+    refused, a webhook is set). With no source at all it idles until stopped, so a
+    Procfile's ``poller`` line does not take down a deployment that polls nothing.
     """
     runtime = load_runtime(config_path)
     configure_logging(runtime.settings)
+    if not source_id:
+        if once:
+            click.echo("no SOURCE given and RELAY_POLL_SOURCE is not set", err=True)
+            raise SystemExit(1)
+        _idle()
+        return
     # urllib3 would name the request path, which holds the bot token, in its warnings.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
@@ -66,6 +75,17 @@ def poll(source_id: str, once: bool, config_path: Path | None) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         poller.close()
+
+
+def _idle() -> None:
+    """Nothing to poll: say so once and wait for the stop signal."""
+    structlog.get_logger("relay.poller").info(
+        "poller.idle", reason="RELAY_POLL_SOURCE is not set; nothing to poll"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    stop.wait()
 
 
 def _once(poller: Poller) -> None:
