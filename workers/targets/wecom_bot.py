@@ -1,0 +1,278 @@
+"""``wecom_bot`` target: a WeCom (企业微信) group robot (群机器人).
+
+POSTs to the robot's webhook, ``https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY``.
+The key is the robot's credential: messages, excerpts and logs show only the host.
+
+Two message types: ``markdown`` (the default) mentions people inline as
+``<@userid>``; ``text`` mentions through ``mentioned_list`` (userids, ``@all``) and
+``mentioned_mobile_list``, which WeCom shows after the text. WeCom caps the content
+at 4096 (markdown) or 2048 (text) bytes of UTF-8; longer messages are cut at a
+character boundary, ending in "…".
+
+WeCom answers ``{"errcode": 0, "errmsg": "ok"}``, errors too inside an HTTP 200.
+``45009`` (over 20 messages a minute) blocks the whole robot for a while, so it is a
+``TargetThrottled``: every delivery to the robot waits, not just this one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from relay.config import TargetConfig
+from relay.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    TargetThrottled,
+)
+from relay.people import Mention
+from workers.addresses import check_url, safe_url
+from workers.http import guarded_session, send
+from workers.outcomes import classify, excerpt, response_text
+from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
+
+LIMITS = {"text": 2048, "markdown": 4096}  # bytes of UTF-8 content
+THROTTLE_SECONDS = 60.0  # how long to hold the robot after 45009
+OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters delimiting a mention placeholder
+_TOKEN = re.compile(f"{OPEN}(\\d+){CLOSE}")
+_PLACEHOLDER = re.compile(f"{OPEN}(\\d+){CLOSE}|[{OPEN}{CLOSE}]")
+_MOBILE = re.compile(r"^\+?\d{5,20}$|^@all$")
+
+DEFAULT_MARKDOWN_TEMPLATE = """\
+**{{ (event.group.name or event.group.id) if event.group else event.source }}**
+{{ ('<font color="comment">' ~ (event.sender.name or event.sender.id) ~ "</font>: ")
+   if event.sender else "" }}{{ event.text or event.type }}
+{% for file in event.files %}
+📎 {{ ("[" ~ file.name ~ "](" ~ file.url ~ ")") if file.url else file.name }}
+{% endfor %}
+{% if at %}
+{{ at | join(" ") }}
+{% endif %}
+"""
+DEFAULT_TEXT_TEMPLATE = """\
+[{{ (event.group.name or event.group.id) if event.group else event.source }}]
+{{ (event.sender.name or event.sender.id) ~ ": " if event.sender else "" }}\
+{{ event.text or event.type }}
+{% for file in event.files %}
+📎 {{ file.name }}{{ " " ~ file.url if file.url else "" }}
+{% endfor %}
+{% if at %}
+{{ at | join(" ") }}
+{% endif %}
+"""
+
+# errcode → what to fix; all of them fail the delivery permanently.
+PERMANENT = {
+    93000: "the webhook key is not valid; copy the robot's current webhook URL "
+    "(the robot may have been removed from the group)",
+    40008: "WeCom does not accept this message type; set msgtype to text or markdown",
+    40058: "WeCom refused the content or a parameter (too long, or a field is invalid)",
+    44004: "the message is empty; check the template",
+}
+
+
+class WeComBotOptions(TargetOptions):
+    """What a ``wecom_bot`` target adds to the common target fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    url: str = Field(repr=False, description="The robot's webhook URL; its key is a secret.")
+    msgtype: Literal["markdown", "text"] = "markdown"
+    mentioned_mobile_list: list[str] = Field(
+        default_factory=list, description="Mobile numbers to @ on every message (text only)."
+    )
+    at_all: bool = Field(False, description="@all on every message (text only).")
+
+    @field_validator("url")
+    @classmethod
+    def _webhook_url(cls, value: str, info: ValidationInfo) -> str:
+        context = info.context if isinstance(info.context, dict) else {}
+        check_url(value, allow_private=bool(context.get("allow_private", True)))
+        parts = urlsplit(value)
+        keys = parse_qs(parts.query).get("key", [])
+        if not parts.path.endswith("/webhook/send") or not any(k.strip() for k in keys):
+            raise ValueError(
+                "expected the robot's webhook URL, "
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=<key>"
+            )
+        return value
+
+    @field_validator("mentioned_mobile_list")
+    @classmethod
+    def _mobiles(cls, value: list[str]) -> list[str]:
+        for i, mobile in enumerate(value):
+            if not _MOBILE.match(mobile):
+                raise ValueError(f"[{i}] is not a mobile number (digits, optional +) or @all")
+        return value
+
+    @model_validator(mode="after")
+    def _text_only(self) -> WeComBotOptions:
+        if self.msgtype == "markdown" and (self.at_all or self.mentioned_mobile_list):
+            raise ValueError(
+                "at_all and mentioned_mobile_list need msgtype: text "
+                "(WeCom markdown messages mention only by userid)"
+            )
+        return self
+
+
+def defuse(text: str, valid: set[int]) -> str:
+    """``<@`` that did not come from ``at`` becomes ``<\\u200b@`` (shown the same, no
+    longer a mention); only placeholders of mentions with a WeCom userid are kept."""
+
+    def keep(match: re.Match[str]) -> str:
+        index = match.group(1)
+        return match.group(0) if index is not None and int(index) in valid else ""
+
+    return _PLACEHOLDER.sub(keep, text.replace("<@", "<\u200b@"))
+
+
+def fit(text: str, fits: Callable[[str], bool]) -> str:
+    """``text`` if it fits, else its longest head that does, ending in "…". Mentions
+    cut off with the tail are appended on a last line, so their people are notified."""
+    if fits(text):
+        return text
+    best, low, high = _cut(text, 0), 0, len(text)
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = _cut(text, middle)
+        if fits(candidate):
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def _cut(text: str, n: int) -> str:
+    """Cutting a ``str`` (never bytes) keeps every UTF-8 sequence whole."""
+    head = text[:n]
+    if head.rfind(OPEN) > head.rfind(CLOSE):  # never split a placeholder
+        head = head[: head.rfind(OPEN)]
+    kept = {m.group(0) for m in _TOKEN.finditer(head)}
+    lost = [m.group(0) for m in _TOKEN.finditer(text, len(head)) if m.group(0) not in kept]
+    return head.rstrip() + "…" + ("\n" + " ".join(dict.fromkeys(lost)) if lost else "")
+
+
+class WeComBotTarget(BaseTarget):
+    """Send each event to a WeCom group through its robot webhook."""
+
+    kind: ClassVar[str] = "wecom_bot"
+    family: ClassVar[str] = "notify"
+    Options: ClassVar[type[WeComBotOptions]] = WeComBotOptions
+    default_rate_limits: ClassVar[tuple[str, ...]] = ("20/min",)
+
+    def __init__(self, config: TargetConfig) -> None:
+        super().__init__(config)
+        options = config.options
+        if not isinstance(options, WeComBotOptions):
+            options = WeComBotOptions.model_validate(options or {})
+        try:
+            check_url(options.url, config.allow_private)
+        except ValueError as exc:
+            raise ConfigError([f"targets.{config.id}.url: {exc}"]) from None
+        self.options: WeComBotOptions = options
+        self._keys = [k for k in parse_qs(urlsplit(options.url).query).get("key", []) if k]
+        self.where = safe_url(options.url)
+
+    def deliver(self, context: DeliveryContext) -> DeliveryResult:
+        mentions = context.mentions
+        kind = self.options.msgtype
+        if kind == "text":  # real mentions travel in mentioned_list, not in the text
+            at = [f"@{m.name}" for m in mentions if not m.id_on("wecom")]
+            text = defuse(context.render(DEFAULT_TEXT_TEMPLATE, at=at), set())
+        else:
+            at = [
+                f"{OPEN}{i}{CLOSE}" if m.id_on("wecom") else f"@{m.name}"
+                for i, m in enumerate(mentions)
+            ]
+            valid = {i for i, m in enumerate(mentions) if m.id_on("wecom")}
+            text = defuse(context.render(DEFAULT_MARKDOWN_TEMPLATE, at=at), valid)
+        text = fit(text, lambda t: len(_content(t, mentions).encode()) <= LIMITS[kind])
+        response = send(
+            guarded_session(self.config.allow_private),
+            "POST",
+            self.options.url,
+            timeout=self.config.timeout or context.timeout,
+            json=self.payload(_content(text, mentions), mentions),
+        )
+        return self.outcome(response)
+
+    def payload(self, content: str, mentions: list[Mention]) -> dict[str, Any]:
+        """The robot message for ``msgtype``."""
+        if self.options.msgtype == "markdown":
+            return {"msgtype": "markdown", "markdown": {"content": content}}
+        users = [uid for m in mentions if (uid := m.id_on("wecom"))]
+        if self.options.at_all:
+            users.append("@all")
+        text: dict[str, Any] = {"content": content}
+        if users:
+            text["mentioned_list"] = list(dict.fromkeys(users))
+        if self.options.mentioned_mobile_list:
+            text["mentioned_mobile_list"] = list(self.options.mentioned_mobile_list)
+        return {"msgtype": "text", "text": text}
+
+    def outcome(self, response: requests.Response) -> DeliveryResult:
+        """``errcode`` 0 is success; every other code raises what it means."""
+        status = response.status_code
+        if status == 429 or status >= 500 or 300 <= status < 400:
+            return self._classify(response)
+        text = self._redact(response_text(response))
+        data = _json_object(text)
+        code = data.get("errcode")
+        if not isinstance(code, int) or isinstance(code, bool):
+            if 200 <= status < 300:
+                raise RetryableDeliveryError(
+                    f"{self.where} answered HTTP {status} without an errcode",
+                    status=status,
+                    excerpt=excerpt(text),
+                )
+            return self._classify(response)
+        if code == 0 and 200 <= status < 300:
+            return DeliveryResult(status=status, excerpt=excerpt(text))
+        message = self._redact(str(data.get("errmsg") or "")).split(", hint:")[0]
+        said = f"WeCom answered errcode {code}" + (f" ({message})" if message else "")
+        if code == 45009:
+            raise TargetThrottled(
+                f"{said}: the robot sent more than 20 messages a minute and is blocked",
+                retry_after=THROTTLE_SECONDS,
+                status=status,
+                excerpt=excerpt(text),
+            )
+        if code == -1:
+            raise RetryableDeliveryError(
+                f"{said}: WeCom is busy", status=status, excerpt=excerpt(text)
+            )
+        hint = PERMANENT.get(code, "the robot refused the message")
+        raise PermanentDeliveryError(f"{said}: {hint}", status=status, excerpt=excerpt(text))
+
+    def _classify(self, response: requests.Response) -> DeliveryResult:
+        try:
+            return classify(response)
+        except DeliveryError as exc:
+            exc.excerpt = self._redact(exc.excerpt or "") or None
+            raise
+
+    def _redact(self, text: str) -> str:
+        for key in self._keys:
+            text = text.replace(key, "***")
+        return text
+
+
+def _content(text: str, mentions: list[Mention]) -> str:
+    """Placeholders → ``<@userid>``."""
+    return _TOKEN.sub(lambda m: f"<@{mentions[int(m.group(1))].id_on('wecom')}>", text)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
