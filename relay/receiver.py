@@ -114,7 +114,7 @@ def receive(source_id: str) -> Response:
         duplicate=accepted.duplicate,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return _respond(source.reply(accepted.event_id, duplicate=accepted.duplicate))
+    return _respond(source.reply(inbound, accepted.event_id, duplicate=accepted.duplicate))
 
 
 @hooks.errorhandler(IntakeError)

@@ -108,8 +108,8 @@ class Source(Protocol):
     def parse(self, request: InboundRequest) -> Parsed:
         """Build the event; ``BadRequest``/``UnsupportedMediaType``/``Unprocessable`` if not."""
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
-        """What the platform expects once the event is durably queued."""
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
+        """What the platform expects once the event from ``request`` is durably queued."""
 
     def sample(self, body: bytes | None = None) -> SignedRequest:
         """A correctly signed request carrying ``body`` (or a sample event)."""
@@ -129,7 +129,7 @@ class BaseSource:
     def handshake(self, request: InboundRequest) -> Reply | None:
         return None
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         import json
 
         if duplicate:

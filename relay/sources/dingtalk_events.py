@@ -178,7 +178,7 @@ class DingTalkEventsSource(BaseSource):
         plain, message = self._open(request)
         return Parsed(chat_event(self.config.id, message), dedupe_key(message, plain))
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """The encrypted success map for every event, resends too; our id rides in headers."""
         headers = {"X-Relay-Event-Id": event_id}
         if duplicate:

@@ -148,7 +148,7 @@ class DingTalkRobotSource(BaseSource):
             single_use_ttl=2 * self.options.tolerance,
         )
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """Always 200 with JSON: DingTalk reads any other status as a failed callback."""
         body: dict[str, Any] = {"event_id": event_id}
         if duplicate:

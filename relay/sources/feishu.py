@@ -165,7 +165,7 @@ class FeishuSource(BaseSource):
             raise BadRequest(f"the event cannot be stored: {exc}", code="invalid_payload") from None
         return Parsed(event, dedupe_key)
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """Feishu counts any HTTP 200 as delivered; a resend gets the first event's id."""
         body: dict[str, Any] = {"msg": "success", "event_id": event_id}
         if duplicate:

@@ -16,7 +16,6 @@ import json
 import re
 import time
 import uuid
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -58,12 +57,6 @@ SAMPLE_EVENT: dict[str, Any] = {
     "event_id": "",
     "event_time": 0,
 }
-
-# Whether the request being handled is a slash command: ``reply()`` is told only the
-# event id, and a command needs a different answer from an event. Reset by
-# ``handshake()``, which the receiver calls first on every request; a ContextVar is
-# private to its thread or greenlet, so concurrent requests do not see each other's.
-_COMMAND: ContextVar[bool] = ContextVar("slack_command", default=False)
 
 
 def signature(secret: str | bytes, timestamp: str, body: bytes) -> str:
@@ -190,7 +183,6 @@ class SlackSource(BaseSource):
 
     def handshake(self, request: InboundRequest) -> Reply | None:
         """``url_verification`` (signed: verified first) and ``ssl_check`` (unsigned)."""
-        _COMMAND.set(False)
         if request.method != "POST":
             return None
         media = request.content_type
@@ -221,7 +213,6 @@ class SlackSource(BaseSource):
 
     def parse(self, request: InboundRequest) -> Parsed:
         if request.content_type == FORM:
-            _COMMAND.set(True)
             return self._command(request)
         body = read_json(request)  # 415 for any other media type, 400 for bad JSON
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
@@ -265,10 +256,10 @@ class SlackSource(BaseSource):
 
     # -- answers ---------------------------------------------------------------------------------
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """200 for both (Slack retries anything else); a command gets a message to show."""
         headers = {"X-Relay-Event-Id": event_id}
-        if _COMMAND.get():
+        if request.content_type == FORM:
             text = self.options.command_ack
             if not text:
                 return Reply(200, b"", content_type="text/plain", headers=headers)

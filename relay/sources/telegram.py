@@ -191,7 +191,7 @@ class TelegramSource(BaseSource):
             raise BadRequest("update_id is missing or not an integer", code="invalid_update")
         return Parsed(event_from_update(self.config.id, update, self.bot), str(update_id))
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """200 either way. The body has no ``method`` key, so Telegram runs nothing."""
         body: dict[str, Any] = {"event_id": event_id}
         if duplicate:

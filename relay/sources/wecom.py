@@ -147,7 +147,7 @@ class WecomSource(BaseSource):
         message = read_message(self._open(read_envelope(request)))
         return Parsed(to_event(self.config.id, message), dedupe_key(message))
 
-    def reply(self, event_id: str, *, duplicate: bool) -> Reply:
+    def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """WeCom wants an empty 200 (anything else may be read as a passive reply)."""
         return Reply(200, b"", content_type="text/plain", headers={"X-Relay-Event-Id": event_id})
 

@@ -45,6 +45,7 @@ def test_redis_crash_and_restart_while_retrying_loses_nothing(
         ops_config(
             threaded_httpserver.url_for("/in"),
             retry={"max_attempts": 20, "backoff_base": "0.3s", "backoff_cap": "2s"},
+            circuit={"open_for": "0.5s", "max_open_for": "2s"},  # the breaker opens, too
         )
     )
     client = client_for(path)
