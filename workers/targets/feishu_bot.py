@@ -23,7 +23,6 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -43,12 +42,10 @@ from workers.addresses import check_url, safe_url
 from workers.http import guarded_session, send
 from workers.outcomes import classify, excerpt, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
+from workers.targets.placeholders import CLOSE, OPEN, TOKEN, defuse, fit, placeholders
 
 MAX_BODY = 20_000  # bytes; Feishu refuses bodies over 20 KB with 9499
 HOOK_PATH = re.compile(r"/bot/v2/hook/([^/]+)$")
-OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters delimiting a mention placeholder
-_TOKEN = re.compile(f"{OPEN}(\\d+){CLOSE}")
-_PLACEHOLDER = re.compile(f"{OPEN}(\\d+){CLOSE}|[{OPEN}{CLOSE}]")
 _PIECE = re.compile(f"{OPEN}(\\d+){CLOSE}|\\[([^\\]\\n]+)\\]\\((https?://[^\\s)]+)\\)")
 _AT_TAG = re.compile(r"<(?=at\b)", re.IGNORECASE)
 
@@ -125,42 +122,6 @@ def sign(secret: str, timestamp: int) -> str:
     return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
 
 
-def defuse(text: str, valid: set[int], escape: Callable[[str], str]) -> str:
-    """Escape markup the template did not get from ``at``; keep only the placeholders
-    of mentions that have an id (anything else in the private-use range is dropped)."""
-
-    def keep(match: re.Match[str]) -> str:
-        index = match.group(1)
-        return match.group(0) if index is not None and int(index) in valid else ""
-
-    return _PLACEHOLDER.sub(keep, escape(text))
-
-
-def fit(text: str, fits: Callable[[str], bool]) -> str:
-    """``text`` if it fits, else its longest head that does, ending in "…". Mentions
-    cut off with the tail are appended on a last line, so their people are notified."""
-    if fits(text):
-        return text
-    best, low, high = _cut(text, 0), 0, len(text)
-    while low <= high:
-        middle = (low + high) // 2
-        candidate = _cut(text, middle)
-        if fits(candidate):
-            best, low = candidate, middle + 1
-        else:
-            high = middle - 1
-    return best
-
-
-def _cut(text: str, n: int) -> str:
-    head = text[:n]
-    if head.rfind(OPEN) > head.rfind(CLOSE):  # never split a placeholder
-        head = head[: head.rfind(OPEN)]
-    kept = {m.group(0) for m in _TOKEN.finditer(head)}
-    lost = [m.group(0) for m in _TOKEN.finditer(text, len(head)) if m.group(0) not in kept]
-    return head.rstrip() + "…" + ("\n" + " ".join(dict.fromkeys(lost)) if lost else "")
-
-
 class FeishuBotTarget(BaseTarget):
     """Send each event to a Feishu/Lark group through its custom bot."""
 
@@ -186,14 +147,10 @@ class FeishuBotTarget(BaseTarget):
     def deliver(self, context: DeliveryContext) -> DeliveryResult:
         mentions = context.mentions
         title = self.title(context)
-        at = [
-            f"{OPEN}{i}{CLOSE}" if m.id_on("feishu") else f"@{m.name}"
-            for i, m in enumerate(mentions)
-        ]
+        at, valid = placeholders(mentions, "feishu")
         kind = self.options.msg_type
         default = DEFAULT_TEXT_TEMPLATE if kind == "text" else DEFAULT_TEMPLATE
         escape = _card_escape if kind == "interactive" else _zero_width
-        valid = {i for i, m in enumerate(mentions) if m.id_on("feishu")}
         text = defuse(context.render(default, title=title, at=at), valid, escape)
         timestamp = int(time.time())
         text = fit(text, lambda t: len(self.body(t, title, mentions, timestamp)) <= MAX_BODY)
@@ -223,7 +180,7 @@ class FeishuBotTarget(BaseTarget):
             lines = [_paragraph(line, mentions) for line in text.split("\n")]
             post = {"zh_cn": {"title": title, "content": lines}}
             return {"msg_type": "post", "content": {"post": post}}
-        markdown = _TOKEN.sub(lambda m: f"<at id={_id(m, mentions)}></at>", text)
+        markdown = TOKEN.sub(lambda m: f"<at id={_id(m, mentions)}></at>", text)
         card = {
             "config": {"wide_screen_mode": True},
             "header": {"title": {"tag": "plain_text", "content": title}},

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,12 +37,10 @@ from workers.addresses import check_url, safe_url
 from workers.http import guarded_session, send
 from workers.outcomes import classify, excerpt, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
+from workers.targets.placeholders import TOKEN, defuse, fit, placeholders
 
 LIMITS = {"text": 2048, "markdown": 4096}  # bytes of UTF-8 content
 THROTTLE_SECONDS = 60.0  # how long to hold the robot after 45009
-OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters delimiting a mention placeholder
-_TOKEN = re.compile(f"{OPEN}(\\d+){CLOSE}")
-_PLACEHOLDER = re.compile(f"{OPEN}(\\d+){CLOSE}|[{OPEN}{CLOSE}]")
 _MOBILE = re.compile(r"^\+?\d{5,20}$|^@all$")
 
 DEFAULT_MARKDOWN_TEMPLATE = """\
@@ -123,41 +120,10 @@ class WeComBotOptions(TargetOptions):
         return self
 
 
-def defuse(text: str, valid: set[int]) -> str:
-    """``<@`` that did not come from ``at`` becomes ``<\\u200b@`` (shown the same, no
-    longer a mention); only placeholders of mentions with a WeCom userid are kept."""
-
-    def keep(match: re.Match[str]) -> str:
-        index = match.group(1)
-        return match.group(0) if index is not None and int(index) in valid else ""
-
-    return _PLACEHOLDER.sub(keep, text.replace("<@", "<\u200b@"))
-
-
-def fit(text: str, fits: Callable[[str], bool]) -> str:
-    """``text`` if it fits, else its longest head that does, ending in "…". Mentions
-    cut off with the tail are appended on a last line, so their people are notified."""
-    if fits(text):
-        return text
-    best, low, high = _cut(text, 0), 0, len(text)
-    while low <= high:
-        middle = (low + high) // 2
-        candidate = _cut(text, middle)
-        if fits(candidate):
-            best, low = candidate, middle + 1
-        else:
-            high = middle - 1
-    return best
-
-
-def _cut(text: str, n: int) -> str:
-    """Cutting a ``str`` (never bytes) keeps every UTF-8 sequence whole."""
-    head = text[:n]
-    if head.rfind(OPEN) > head.rfind(CLOSE):  # never split a placeholder
-        head = head[: head.rfind(OPEN)]
-    kept = {m.group(0) for m in _TOKEN.finditer(head)}
-    lost = [m.group(0) for m in _TOKEN.finditer(text, len(head)) if m.group(0) not in kept]
-    return head.rstrip() + "…" + ("\n" + " ".join(dict.fromkeys(lost)) if lost else "")
+def _unmention(text: str) -> str:
+    """``<@`` that did not come from ``at`` becomes ``<\u200b@``: shown the same, no
+    longer a mention."""
+    return text.replace("<@", "<\u200b@")
 
 
 class WeComBotTarget(BaseTarget):
@@ -186,14 +152,10 @@ class WeComBotTarget(BaseTarget):
         kind = self.options.msgtype
         if kind == "text":  # real mentions travel in mentioned_list, not in the text
             at = [f"@{m.name}" for m in mentions if not m.id_on("wecom")]
-            text = defuse(context.render(DEFAULT_TEXT_TEMPLATE, at=at), set())
+            text = defuse(context.render(DEFAULT_TEXT_TEMPLATE, at=at), set(), _unmention)
         else:
-            at = [
-                f"{OPEN}{i}{CLOSE}" if m.id_on("wecom") else f"@{m.name}"
-                for i, m in enumerate(mentions)
-            ]
-            valid = {i for i, m in enumerate(mentions) if m.id_on("wecom")}
-            text = defuse(context.render(DEFAULT_MARKDOWN_TEMPLATE, at=at), valid)
+            at, valid = placeholders(mentions, "wecom")
+            text = defuse(context.render(DEFAULT_MARKDOWN_TEMPLATE, at=at), valid, _unmention)
         text = fit(text, lambda t: len(_content(t, mentions).encode()) <= LIMITS[kind])
         response = send(
             guarded_session(self.config.allow_private),
@@ -267,7 +229,7 @@ class WeComBotTarget(BaseTarget):
 
 def _content(text: str, mentions: list[Mention]) -> str:
     """Placeholders → ``<@userid>``."""
-    return _TOKEN.sub(lambda m: f"<@{mentions[int(m.group(1))].id_on('wecom')}>", text)
+    return TOKEN.sub(lambda m: f"<@{mentions[int(m.group(1))].id_on('wecom')}>", text)
 
 
 def _json_object(text: str) -> dict[str, Any]:
