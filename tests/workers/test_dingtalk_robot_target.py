@@ -264,7 +264,9 @@ def test_custom_template_without_mentions_gets_the_tags_appended(server: HTTPSer
 
 def test_template_placing_the_tags_itself_is_left_alone(server: HTTPServer) -> None:
     fake = FakeRobot(server)
-    template = "{% for m in mentions %}{{ at(m) }} ({{ m.name }}) {% endfor %}: {{ event.text }}"
+    template = (
+        "{% for m in mentions %}{{ at[loop.index0] }} ({{ m.name }}) {% endfor %}: {{ event.text }}"
+    )
     make_target(fake.url, secret=SECRET, msgtype="text", at_all=True).deliver(
         context("hi", mentions=[Party(id="ou_ada"), Party(id="ou_bob")], template=template)
     )

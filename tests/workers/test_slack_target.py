@@ -243,7 +243,7 @@ def test_blocks_carry_the_text_in_section_blocks(slack: FakeSlack) -> None:
 
 def test_configured_template_is_used(slack: FakeSlack) -> None:
     """The pipeline puts the route's (else the target's) template into the context."""
-    template = "{{ event.sender.name }}: {{ escape(event.text) }} ({{ mention_tags | length }})"
+    template = "{{ event.sender.name }}: {{ escape(event.text) }} ({{ at | length }})"
     api_target(slack).deliver(context(text="1 < 2", template=template))
     assert slack.messages[-1]["text"] == "Grace: 1 &lt; 2 (0)"
 

@@ -43,7 +43,7 @@ DEFAULT_TEXT_TEMPLATE = """\
 📎 {{ file.name }}{% if file.url %} {{ file.url }}{% endif %}
 
 {% endfor %}
-{{ at_text }}"""
+{{ at | join(" ") }}"""
 DEFAULT_MARKDOWN_TEMPLATE = """\
 {% if event.group %}#### {{ event.group.name or event.group.id }}
 
@@ -56,7 +56,7 @@ DEFAULT_MARKDOWN_TEMPLATE = """\
 
 {% endfor %}
 
-{{ at_text }}"""
+{{ at | join(" ") }}"""
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Mentions:
         return [f"@{value}" for value in [*self.user_ids, *self.mobiles]]
 
     def tag(self, mention: Any) -> str:
-        """``at(m)`` in templates: ``@<userId>``, else ``@<mobile>``, else ``@<name>``."""
+        """A mention's tag: ``@<userId>``, else ``@<mobile>``, else ``@<name>``."""
         if not isinstance(mention, Mention):
             return f"@{mention}"
         user_id = mention.id_on("dingtalk") if self.real else None
@@ -121,9 +121,9 @@ def _add(values: list[str], value: str) -> None:
 
 
 def render_message(context: DeliveryContext, default: str, mentions: Mentions) -> str:
-    """The configured (or default) template with ``at(m)`` (a mention's tag) and
-    ``at_text`` (every tag); every real mention tag is then made sure of."""
-    text = context.render(default, at=mentions.tag, at_text=" ".join(mentions.tags))
+    """The configured (or default) template with ``at`` (each mention's tag, in the
+    order of ``mentions``); every real mention tag is then made sure of."""
+    text = context.render(default, at=list(mentions.tags))
     return ensure_mentions(text, mentions.real_tags())
 
 

@@ -38,7 +38,7 @@ SECTION_LIMIT = 3000  # characters of mrkdwn in one section block
 MAX_SECTIONS = 50  # blocks in one message
 
 # Extras every template sees: ``escape`` (Slack's &, <, > escaping), ``link`` and
-# ``mention_tags`` (real ``<@U…>`` mentions, or ``@name`` where the people map has none).
+# ``at`` (real ``<@U…>`` mentions, or ``@name`` where the people map has none).
 DEFAULT_TEMPLATE = """\
 {% if event.group %}*{{ escape(event.group.name or event.group.id) }}*{% endif %}
 {% if event.sender %} · {{ escape(event.sender.name or event.sender.id) }}{% endif %}
@@ -51,8 +51,8 @@ _{{ event.type }}_
 {% for file in event.files %}
 :paperclip: {{ link(file.url, file.name) if file.url else escape(file.name) }}
 {% endfor %}
-{% if mention_tags %}
-cc {{ mention_tags | join(" ") }}
+{% if at %}
+cc {{ at | join(" ") }}
 {% endif %}
 """
 
@@ -193,7 +193,7 @@ class SlackTarget(BaseTarget):
             DEFAULT_TEMPLATE,
             escape=escape,
             link=link,
-            mention_tags=[mention_tag(m) for m in context.mentions],
+            at=[mention_tag(m) for m in context.mentions],
         )
         payload: dict[str, Any] = {"text": text}
         if self.options.blocks and text:

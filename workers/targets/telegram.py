@@ -42,7 +42,7 @@ from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, Ta
 PROGRESS_TTL = 7 * 24 * 3600  # seconds a multi-request delivery remembers its done steps
 DEFAULT_RETRY_AFTER = 30.0  # a 429 without retry_after (Telegram always sends one)
 
-# Extras every template sees: ``escape``, ``link`` and ``mention_tags``. With
+# Extras every template sees: ``escape``, ``link`` and ``at``. With
 # parse_mode HTML the template is autoescaped, so ``{{ event.text }}`` is already safe.
 HTML_TEMPLATE = """\
 {% if event.group %}<b>{{ event.group.name or event.group.id }}</b>{% endif %}
@@ -56,8 +56,8 @@ HTML_TEMPLATE = """\
 {% for file in event.files %}
 📎 {{ link(file.url, file.name) if file.url else file.name }}
 {% endfor %}
-{% if mention_tags %}
-cc {{ mention_tags | join(" ") }}
+{% if at %}
+cc {{ at | join(" ") }}
 {% endif %}
 """
 # parse_mode none: the same text without markup, and not escaped.
@@ -175,7 +175,7 @@ class TelegramTarget(BaseTarget):
             html=html,
             escape=html_escape if html else str,
             link=html_link if html else plain_link,
-            mention_tags=[mention_tag(m, html) for m in context.mentions],
+            at=[mention_tag(m, html) for m in context.mentions],
         )
 
     def steps(self, context: DeliveryContext) -> list[tuple[str, str, dict[str, Any]]]:
