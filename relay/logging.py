@@ -35,6 +35,9 @@ def quiet_celery_task_lines(settings: Settings) -> None:
 
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    # urllib3 logs each request's path at DEBUG, and paths carry tokens (Telegram's
+    # /bot<token>/..., DingTalk's ?access_token=...): never below INFO.
+    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"
