@@ -69,3 +69,12 @@ def target_throttle(target_id: str) -> str:
 def target_rate(target_id: str, rate_index: int) -> str:
     """ZSET of the send times inside one rate's sliding window."""
     return f"{PREFIX}target:{target_id}:rate:{rate_index}"
+
+
+API_KEYS = PREFIX + "apikeys"  # SET of key ids
+AUDIT = PREFIX + "audit"  # STREAM of operator actions and auth failures
+
+
+def api_key(key_id: str) -> str:
+    """Hash: name, scope, SHA-256 of the key, rotation and revocation times."""
+    return f"{PREFIX}apikey:{key_id}"

@@ -14,9 +14,21 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import check, dlq, init, inspect, poll, scheduler, schema, send, targets, up
+    from relay.cli import (
+        check,
+        dlq,
+        init,
+        inspect,
+        keys,
+        poll,
+        scheduler,
+        schema,
+        send,
+        targets,
+        up,
+    )
 
-    for module in (check, dlq, init, inspect, poll, scheduler, schema, send, targets, up):
+    for module in (check, dlq, init, inspect, keys, poll, scheduler, schema, send, targets, up):
         for command in module.COMMANDS:
             main.add_command(command)
 
