@@ -50,7 +50,15 @@ class SourceConfig(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     kind: str
     dedupe_ttl: Duration | None = Field(None, gt=0)
+    rate_limit: list[Rate] = Field(
+        default_factory=list, description="Inbound limit such as 600/min; over it → 429."
+    )
     options: Any = None
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rates(cls, value: object) -> object:
+        return rates_value(value) or []
 
 
 class TargetConfig(_Strict):

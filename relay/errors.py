@@ -11,6 +11,7 @@
     │   ├── PayloadTooLarge           413  body over RELAY_MAX_BODY
     │   ├── UnsupportedMediaType      415  content type the source does not accept
     │   ├── Unprocessable             422  well-formed but not a valid event
+    │   ├── TooManyRequests           429  over the source's inbound rate limit
     │   └── Unavailable               503  Redis unreachable; the sender must retry
     └── DeliveryError                 a target adapter could not deliver
         ├── RetryableDeliveryError    network, timeout, 408/425/429/5xx, platform throttling
@@ -70,6 +71,14 @@ class UnsupportedMediaType(IntakeError):
 
 class Unprocessable(IntakeError):
     status, code = 422, "invalid_event"
+
+
+class TooManyRequests(IntakeError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
 
 
 class Unavailable(IntakeError):

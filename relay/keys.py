@@ -78,3 +78,8 @@ AUDIT = PREFIX + "audit"  # STREAM of operator actions and auth failures
 def api_key(key_id: str) -> str:
     """Hash: name, scope, SHA-256 of the key, rotation and revocation times."""
     return f"{PREFIX}apikey:{key_id}"
+
+
+def source_rate(source_id: str, rate_index: int) -> str:
+    """ZSET of accepted request times inside one inbound rate window of a source."""
+    return f"{PREFIX}source:{source_id}:rate:{rate_index}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import redis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relay.durations import Duration, parse_duration
@@ -82,3 +83,47 @@ def rates_value(value: Any) -> Any:
 def parse_rates(values: Any) -> list[Rate]:
     """Rates from a kind's defaults such as ``("20/min",)``."""
     return [Rate.model_validate(v) for v in rates_value(values) or []]
+
+
+# KEYS: one ZSET per rate. ARGV: member prefix, then (limit, window ms) per rate.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+for i = 1, #KEYS do
+  local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[i]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    local w = tonumber(oldest[2]) + window - now + 1
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then return wait end
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now, ARGV[1] .. ':' .. now .. ':' .. math.random(1000000))
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
+end
+return 0
+"""
+
+
+class SlidingWindows:
+    """Standalone sliding-window limits in Redis (the inbound limit of each source).
+
+    The same algorithm as the target gate's rate check, without the gate's other
+    states: ``acquire`` takes a slot in every window or says how long to wait.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def acquire(self, key_of: Any, rates: list[Rate], member: str = "r") -> float:
+        """Seconds to wait (0: a slot was taken). ``key_of(i)`` names rate i's key."""
+        if not rates:
+            return 0.0
+        args: list[Any] = [member]
+        for rate in rates:
+            args += [rate.limit, int(rate.window * 1000)]
+        waited = self._acquire(keys=[key_of(i) for i in range(len(rates))], args=args)
+        return int(waited) / 1000

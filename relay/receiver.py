@@ -17,7 +17,13 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.errors import IntakeError, PayloadTooLarge, Unavailable, UnknownSource
+from relay.errors import (
+    IntakeError,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unavailable,
+    UnknownSource,
+)
 from relay.intake import enqueue
 from relay.runtime import Runtime
 from relay.sources.base import InboundRequest, Reply
@@ -104,6 +110,7 @@ def receive(source_id: str) -> Response:
             )
         )
     source.verify(inbound)
+    runtime.inbound_limit(source_id)
     parsed = source.parse(inbound)
     accepted = enqueue(runtime, source_id, parsed)
     log.info(
@@ -131,6 +138,6 @@ def error_response(error: IntakeError) -> Response:
         status=error.status,
         content_type="application/json",
     )
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable | TooManyRequests):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
