@@ -7,6 +7,7 @@ talks to anything but 127.0.0.1, and never to the machine's shared Redis.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,11 +17,13 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.sink import SinkClient
 from relay import signing
 from relay.embedded import EmbeddedRedis, free_port
 
@@ -92,6 +95,25 @@ class Procs:
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` in the driver, so its
+    ``finally`` stops every child (also when started in the background, where SIGINT
+    is inherited as ignored, or ended by ``timeout``/``kill``)."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+
+def ignore_signals() -> None:
+    """For the clean-up: a second Ctrl-C must not cut ``Procs.stop_all`` short (every
+    stop is bounded by its own timeouts)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def wait_port(port: int, timeout: float = 30.0, procs: Procs | None = None, name: str = "") -> None:
@@ -195,11 +217,120 @@ def signed_request(
     }, body
 
 
-def raw_request(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
+def raw_request(
+    path: str, port: int, headers: dict[str, str], body: bytes, method: str = "POST"
+) -> bytes:
     """A complete HTTP/1.1 keep-alive request as bytes."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@dataclass
+class Exchange:
+    """One request of ``send_paced``: when it was due and when it left, what came back."""
+
+    due: float  # time.perf_counter() at which the schedule wanted it sent
+    sent_at: float = 0.0  # time.time() when it was written
+    status: int = 0
+    body: bytes = b""
+    latency: float = 0.0  # written → response read, seconds
+    total: float = 0.0  # due → response read (includes waiting for a free connection)
+    error: str | None = None
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body (``Content-Length`` framed) and whether the server keeps the
+    connection open."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length, keep = 0, True
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value.strip())
+        elif name == "connection" and value.strip().lower() == "close":
+            keep = False
+    return status, await reader.readexactly(length), keep
+
+
+async def send_paced(
+    port: int,
+    requests: Sequence[bytes],
+    rate: float,
+    max_connections: int = 64,
+    idle_timeout: float = 4.0,
+) -> list[Exchange]:
+    """Open-loop: request i is due at t0 + i/rate and goes out on an idle keep-alive
+    connection (a new one if none is idle, up to ``max_connections``; one idle for more
+    than ``idle_timeout`` s is closed first, as gunicorn's keepalive of 5 s would).
+    Results are in request order."""
+    idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+    slots = asyncio.Semaphore(max_connections)
+    opened: list[asyncio.StreamWriter] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(exchange: Exchange, raw: bytes) -> None:
+        async with slots:
+            exchange.sent_at = time.time()
+            t0 = time.perf_counter()
+            try:
+                reader = writer = None
+                while idle:
+                    last_used, reader, writer = idle.pop()
+                    if loop.time() - last_used < idle_timeout:
+                        break
+                    writer.close()
+                    reader = writer = None
+                if reader is None or writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    opened.append(writer)
+                writer.write(raw)
+                exchange.status, exchange.body, keep = await read_response(reader)
+                done = time.perf_counter()
+                exchange.latency = done - t0
+                exchange.total = done - exchange.due
+                if keep:
+                    idle.append((loop.time(), reader, writer))
+                else:
+                    writer.close()
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                exchange.error = type(exc).__name__
+
+    start = time.perf_counter() + 0.05
+    exchanges = [Exchange(start + i / rate) for i in range(len(requests))]
+    tasks = []
+    for exchange, raw in zip(exchanges, requests, strict=True):
+        delay = exchange.due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(exchange, raw)))
+    await asyncio.gather(*tasks)
+    for writer in opened:
+        writer.close()
+    return exchanges
+
+
+def start_sink(procs: Procs, env: dict[str, str], name: str = "sink") -> SinkClient:
+    """``bench/sink.py`` on a free loopback port, answering at once."""
+    port = new_port()
+    procs.start(name, [PY, str(ROOT / "bench" / "sink.py"), "--port", str(port)], env)
+    wait_port(port, procs=procs, name=name)
+    return SinkClient(port)
+
+
+def drain(sink: SinkClient, expected: int, timeout: float, settle: float = 0.5) -> float:
+    """Wait until the sink has ``expected`` records (or ``timeout`` s), then ``settle`` s
+    more for late duplicates; returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if sink.total() >= expected:
+            break
+        time.sleep(0.2)
+    time.sleep(settle)
+    return time.monotonic() - began
 
 
 def sample_body() -> bytes:

@@ -27,10 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,9 +38,11 @@ import redis
 from bench.common import (
     PY,
     SECRET,
+    Exchange,
     ForeignLoad,
     Procs,
     base_env,
+    drain,
     group_cpu_seconds,
     gunicorn_command,
     new_port,
@@ -52,9 +52,12 @@ from bench.common import (
     sample_body,
     signed_request,
     start_redis,
+    start_sink,
     wait_port,
     write_config,
 )
+from bench.common import send_paced as send_exchanges
+from bench.sink import SinkClient
 
 TARGETS = ("t1", "t2", "t3")
 
@@ -71,95 +74,24 @@ class Sent:
     error: str | None = None
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-    return status, await reader.readexactly(length)
-
-
-async def _send_paced(
-    port: int, requests: list[bytes], rate: float, max_connections: int
-) -> list[Sent]:
-    """Open-loop: request i leaves at t0 + i/rate on an idle keep-alive connection (a new
-    one if none is idle, up to ``max_connections``)."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    slots = asyncio.Semaphore(max_connections)
-    results: list[Sent] = []
-    opened: list[asyncio.StreamWriter] = []
-
-    async def one(raw: bytes) -> None:
-        async with slots:
-            sent = Sent(time.time())
-            results.append(sent)
-            t0 = time.perf_counter()
-            try:
-                if idle:
-                    reader, writer = idle.pop()
-                else:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    opened.append(writer)
-                writer.write(raw)
-                sent.status, body = await _read_response(reader)
-                sent.latency = time.perf_counter() - t0
-                if 200 <= sent.status < 300:
-                    sent.event_id = json.loads(body).get("event_id")
-                idle.append((reader, writer))
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                sent.error = type(exc).__name__
-
-    start = time.perf_counter() + 0.05
-    tasks = []
-    for i, raw in enumerate(requests):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(raw)))
-    await asyncio.gather(*tasks)
-    for writer in opened:
-        writer.close()
-    return results
+def _sent(exchange: Exchange) -> Sent:
+    sent = Sent(exchange.sent_at, exchange.status, latency=exchange.latency, error=exchange.error)
+    if 200 <= exchange.status < 300:
+        try:
+            sent.event_id = json.loads(exchange.body).get("event_id")
+        except ValueError as exc:
+            sent.error = type(exc).__name__
+    return sent
 
 
 def send_paced(port: int, count: int, rate: float, max_connections: int = 64) -> list[Sent]:
+    """``count`` freshly signed events at ``rate``/s; POST time and event id per request."""
     body = sample_body()
     stamp = int(time.time())
     raws = [
         raw_request("/hooks/ops", port, *signed_request(body, stamp=stamp)) for _ in range(count)
     ]
-    return asyncio.run(_send_paced(port, raws, rate, max_connections))
-
-
-# --- the sink -------------------------------------------------------------------------
-
-
-class SinkClient:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-    def _call(self, method: str, path: str) -> Any:
-        req = urllib.request.Request(
-            self.base + path, method=method, data=b"" if method == "POST" else None
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback only
-            return json.loads(resp.read())
-
-    def records(self) -> list[tuple[str | None, str, float]]:
-        return [tuple(r) for r in self._call("GET", "/_records")["records"]]  # type: ignore[misc]
-
-    def total(self) -> int:
-        return int(self._call("GET", "/_records?since=1000000000")["total"])
-
-    def reset(self) -> None:
-        self._call("POST", "/_reset")
-
-    def delay(self, ms: float) -> None:
-        self._call("POST", f"/_config?delay_ms={ms:g}")
+    return [_sent(x) for x in asyncio.run(send_exchanges(port, raws, rate, max_connections))]
 
 
 # --- stacks ---------------------------------------------------------------------------
@@ -285,16 +217,6 @@ def profile(pid: int, label: str, args: argparse.Namespace) -> subprocess.Popen[
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-
-
-def drain(sink: SinkClient, expected: int, timeout: float) -> float:
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if sink.total() >= expected:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)  # late duplicates
-    return time.monotonic() - began
 
 
 def paced_phase(
@@ -461,11 +383,10 @@ def run_stack(
     client: redis.Redis,
     redis_pid: int,
     sink: SinkClient,
-    sink_port: int,
     args: argparse.Namespace,
 ) -> tuple[list[PacedResult], list[BacklogResult], str]:
     client.flushall()
-    urls = [f"http://127.0.0.1:{sink_port}/{t}" for t in TARGETS]
+    urls = [f"http://127.0.0.1:{sink.port}/{t}" for t in TARGETS]
     config = write_config(
         tmp / "relay.yaml",
         [
@@ -640,17 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         server = start_redis(tmp)
         assert server.process is not None
         client = redis.Redis.from_url(server.url)
-        sink_port = new_port()
-        procs.start(
-            "sink",
-            [PY, str(Path(__file__).parent / "sink.py"), "--port", str(sink_port)],
-            dict(base_env(server.url, tmp, 0)),
-        )
-        wait_port(sink_port, procs=procs, name="sink")
-        sink = SinkClient(sink_port)
+        sink = start_sink(procs, base_env(server.url, tmp, 0))
         for name in args.stacks.split(","):
             paced, backlog, desc = run_stack(
-                name, tmp, procs, server.url, client, server.process.pid, sink, sink_port, args
+                name, tmp, procs, server.url, client, server.process.pid, sink, args
             )
             results[name] = (paced, backlog)
         print_tables(results, args, desc)

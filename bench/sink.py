@@ -5,7 +5,7 @@ id is the ``id`` field of the JSON body — and answered ``200 ok`` after ``dela
 (keep-alive, concurrent: replies are timers on one asyncio loop, no thread per request).
 
 Control endpoints: ``GET /_records?since=N`` (JSON records from index N),
-``POST /_config?delay_ms=100``, ``POST /_reset``.
+``POST /_config?delay_ms=100``, ``POST /_reset``; ``SinkClient`` calls them.
 
     python bench/sink.py --port 8099 --delay-ms 100
 """
@@ -17,6 +17,8 @@ import asyncio
 import json
 import signal
 import time
+import urllib.request
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
@@ -116,6 +118,39 @@ async def serve(port: int, delay_ms: float) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+
+
+class SinkClient:
+    """The driver's side: read the records (``(event id, target, arrival time)``, arrival
+    as ``time.time()`` in the sink's process), reset them, set the reply delay."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+
+    def _call(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(
+            self.base + path, method=method, data=b"" if method == "POST" else None
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback only
+            return json.loads(resp.read())
+
+    def records(self, since: int = 0) -> list[tuple[str | None, str, float]]:
+        rows = self._call("GET", f"/_records?since={since}")["records"]
+        return [(r[0], str(r[1]), float(r[2])) for r in rows]
+
+    def arrivals(self) -> list[float]:
+        """Arrival times of every recorded delivery, sorted."""
+        return sorted(r[2] for r in self.records())
+
+    def total(self) -> int:
+        return int(self._call("GET", "/_records?since=1000000000")["total"])
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset")
+
+    def delay(self, ms: float) -> None:
+        self._call("POST", f"/_config?delay_ms={ms:g}")
 
 
 def main() -> None:
