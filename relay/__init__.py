@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
     """Build the web app; reads ``RELAY_*`` and the config file only when not given them."""
     from relay.health import health
     from relay.logging import configure_logging
+    from relay.metrics import metrics
     from relay.receiver import hooks
     from relay.runtime import Runtime
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
     app.extensions["relay"] = runtime
     app.register_blueprint(hooks)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

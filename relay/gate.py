@@ -93,7 +93,7 @@ if ok then
   if state == 'half_open' and s[2] == ARGV[2] then
     redis.call('HSET', KEYS[1], 'state', 'closed', 'opened', 0)
     redis.call('HDEL', KEYS[1], 'probe', 'probe_until', 'open_until')
-    return 'closed'
+    return 'recovered'
   end
   return state
 end
@@ -166,7 +166,8 @@ class TargetGate:
     def record(
         self, target_id: str, token: str, *, ok: bool, counts: bool, circuit: CircuitPolicy
     ) -> str:
-        """Feed one attempt's outcome to the breaker; returns the breaker state after it."""
+        """Feed one attempt's outcome to the breaker; returns its state after it, or
+        ``opened``/``recovered`` when this outcome changed it."""
         state = self._record(
             keys=[keys.target_state(target_id), keys.target_calls(target_id)],
             args=[

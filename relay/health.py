@@ -21,16 +21,31 @@ def healthz() -> ResponseReturnValue:
 
 @health.get("/readyz")
 def readyz() -> ResponseReturnValue:
+    """Ready when Redis answers and the config is loaded. Also reports, without failing
+    on them (they are the workers' and the scheduler's business, not this process's):
+    seconds since the scheduler's heartbeat and the lag of the oldest due scheduled
+    delivery (0 when nothing is overdue)."""
     runtime: Runtime = current_app.extensions["relay"]
-    checks: dict[str, object] = {"config": "ok"}
-    ready = True
+    config = getattr(runtime, "config", None)
+    checks: dict[str, object] = {"config": "ok" if config is not None else "not loaded"}
+    if config is not None:
+        checks["config_counts"] = {
+            "sources": len(config.sources),
+            "targets": len(config.targets),
+            "routes": len(config.routes),
+        }
+    ready = config is not None
     try:
-        runtime.redis.ping()
+        pipe = runtime.redis.pipeline(transaction=False)
+        pipe.ping()
+        pipe.get(keys.SCHEDULER_HEARTBEAT)
+        pipe.zrange(keys.SCHEDULE, 0, 0, withscores=True)
+        _, beat, oldest = pipe.execute()
+        now = time.time()
         checks["redis"] = "ok"
-        beat = runtime.redis.get(keys.SCHEDULER_HEARTBEAT)
-        checks["scheduler_seconds_since_heartbeat"] = (
-            round(time.time() - float(beat), 3) if beat else None
-        )
+        checks["scheduler_seconds_since_heartbeat"] = round(now - float(beat), 3) if beat else None
+        due_at = oldest[0][1] if oldest else None
+        checks["schedule_lag_seconds"] = round(max(0.0, now - due_at), 3) if due_at else 0.0
     except redis.RedisError as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
         ready = False

@@ -14,10 +14,14 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
-from relay import keys
+from relay import keys, stats
 from relay.errors import Unauthorized
 from relay.taskmsg import encode_task_message
 
+# KEYS: dedupe, event, fan-out queue, inflight, events index, single-use credential,
+# source counters, this minute's counters (relay.stats). ARGV: event id, event JSON,
+# dedupe ttl, retention, message, deadline, now, dedupe on, single-use ttl, dedupe
+# key, source id, minute TTL.
 _INTAKE = """
 if ARGV[9] ~= '0' then
   local seen = redis.call('GET', KEYS[6])
@@ -26,7 +30,10 @@ if ARGV[9] ~= '0' then
 end
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[1])
-  if existing then return existing end
+  if existing then
+    redis.call('HINCRBY', KEYS[7], ARGV[11] .. '|duplicates', 1)
+    return existing
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 end
 redis.call('HSET', KEYS[2], 'data', ARGV[2], 'received_at', ARGV[7], 'status', 'queued')
@@ -34,6 +41,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[6], 'fanout:' .. ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[5])
+redis.call('HINCRBY', KEYS[7], ARGV[11] .. '|accepted', 1)
+redis.call('HINCRBY', KEYS[8], 'received', 1)
+redis.call('EXPIRE', KEYS[8], ARGV[12])
 return false
 """
 
@@ -131,6 +141,9 @@ class Queue:
         robot signature covers the timestamp, not the body): a second request with it
         is a resend if it has the same dedupe key, else a replay, refused with
         ``Unauthorized``.
+
+        The same script counts the source's accepted events and resends, and this
+        minute's received events (``relay.stats``): no round trip of its own.
         """
         now = time.time()
         message = encode_task_message(keys.FANOUT_TASK, [event_id], keys.FANOUT_QUEUE)
@@ -142,6 +155,8 @@ class Queue:
                 keys.INFLIGHT,
                 keys.EVENTS,
                 keys.single_use(source_id, single_use or "-"),
+                stats.SOURCES,
+                stats.minute_key(stats.minute_of(now)),
             ],
             args=[
                 event_id,
@@ -154,6 +169,8 @@ class Queue:
                 "1" if dedupe_key else "0",
                 max(1, int(single_use_ttl)) if single_use else 0,
                 dedupe_key or event_id,
+                source_id,
+                stats.MINUTE_TTL,
             ],
         )
         if result == -1:

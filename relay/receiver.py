@@ -4,6 +4,8 @@ Checks run in this order, cheapest and least trusting first: size cap (413) → 
 source (404) → platform handshake → signature on the raw bytes (401) → parse (400,
 415, 422) → dedupe + enqueue in one Redis script (503 if Redis is away) → 202, or
 200 with ``"duplicate": true`` for a resend. A 2xx always means the event is queued.
+Each refusal is counted by source and code once its answer has gone out (best effort,
+see ``_count_after``); accepted events and resends are counted by the intake script.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import redis
 import structlog
 from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from relay import stats
 from relay.errors import (
     IntakeError,
     PayloadTooLarge,
@@ -102,13 +106,14 @@ def receive(source_id: str) -> Response:
     if handshake is not None:
         return _respond(handshake)
     if inbound.method != "POST":
-        return _respond(
+        refused = _respond(
             Reply(
                 405,
                 b'{"error": "method_not_allowed", "detail": "use POST"}',
                 headers={"Allow": "POST"},
             )
         )
+        return _count_after(refused, runtime, source_id, "method_not_allowed")
     source.verify(inbound)
     runtime.inbound_limit(source_id)
     parsed = source.parse(inbound)
@@ -127,7 +132,35 @@ def receive(source_id: str) -> Response:
 @hooks.errorhandler(IntakeError)
 def _refused(error: IntakeError) -> Response:
     log.info("intake.refused", path=request.path, status=error.status, error=error.code)
-    return error_response(error)
+    source_id = (request.view_args or {}).get("source_id", "")
+    return _count_after(
+        error_response(error), current_app.extensions["relay"], source_id, error.code
+    )
+
+
+_COUNT_PAUSE = 5.0  # after Redis failed a refusal count, stop trying for this long
+_count_paused_until = 0.0
+
+
+def _count_after(response: Response, runtime: Runtime, source_id: str, code: str) -> Response:
+    """Count the refusal once the answer has gone out, best effort: a Redis failure is
+    logged, never turns the 4xx into a 5xx, and pauses counting for a few seconds so an
+    outage does not keep request threads waiting on it. An id that is not configured is
+    counted as ``(unknown)``: callers cannot create keys or fields at will."""
+    counted = source_id if source_id in runtime.sources else stats.UNKNOWN_SOURCE
+
+    def count() -> None:
+        global _count_paused_until
+        if time.monotonic() < _count_paused_until:
+            return
+        try:
+            stats.count_refusal(runtime.redis, counted, code)
+        except redis.RedisError as exc:
+            _count_paused_until = time.monotonic() + _COUNT_PAUSE
+            log.warning("intake.refusal_not_counted", source=counted, error=type(exc).__name__)
+
+    response.call_on_close(count)
+    return response
 
 
 def error_response(error: IntakeError) -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from relay import keys
+from relay.stats import LUA_COUNT_ATTEMPT, MINUTE_TTL, TARGETS, bucket_label, minute_key, minute_of
 
 _BEGIN = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -39,18 +40,58 @@ return {'run', attempts, status, fields, data or ''}
 """
 
 
-# One reply to parse instead of a MULTI's: this runs after every attempt.
-_FINISH = """
+# One reply to parse instead of a MULTI's: this runs after every attempt. It also counts
+# (relay.stats): ARGV[5] is what to count for the delivery's target (delivered, retry,
+# wait, or nothing), ARGV[6] the latency bucket (or the wait's reason), ARGV[7] the
+# attempt's milliseconds, ARGV[8] the minute hash's TTL; the record's fields follow.
+_FINISH = (
+    LUA_COUNT_ATTEMPT
+    + """
+local target = redis.call('HGET', KEYS[1], 'target')
 if ARGV[1] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3]) end
 redis.call('ZREM', KEYS[3], 'deliver:' .. ARGV[3])
 redis.call('DEL', KEYS[4])
+if target and ARGV[5] == 'wait' then
+  redis.call('HINCRBY', KEYS[6], target .. '|wait|' .. ARGV[6], 1)
+elseif target and ARGV[5] ~= '' then
+  count_attempt(KEYS[6], KEYS[7], target, ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+end
 return 1
 """
+)
+
+# Dead-letter: keep delivery, attempts and the event; count the death (and the last
+# attempt, if there was one) for the target. ARGV: attempt JSON or '', now, delivery id,
+# latency bucket or '', ms, minute TTL, then the record's fields.
+_DEAD = (
+    LUA_COUNT_ATTEMPT
+    + """
+local target = redis.call('HGET', KEYS[1], 'target')
+if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[4], 'deliver:' .. ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
+redis.call('DEL', KEYS[6])
+redis.call('HINCRBY', KEYS[8], 'dead', 1)
+redis.call('EXPIRE', KEYS[8], ARGV[6])
+if target then
+  if ARGV[4] ~= '' then
+    count_attempt(KEYS[7], KEYS[8], target, 'dead', ARGV[4], ARGV[5], ARGV[6])
+  else
+    redis.call('HINCRBY', KEYS[7], target .. '|outcome|dead', 1)
+  end
+end
+return 1
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +127,7 @@ class Store:
         self.retention = int(retention)
         self._begin = client.register_script(_BEGIN)
         self._finish_script = client.register_script(_FINISH)
+        self._dead_script = client.register_script(_DEAD)
 
     # events ---------------------------------------------------------------------------
     def event(self, event_id: str) -> dict[str, Any] | None:
@@ -155,8 +197,15 @@ class Store:
         attempt: dict[str, Any],
         fields: dict[str, str],
         due: float | None = None,
+        *,
+        count: str = "",
+        wait_reason: str = "",
     ) -> None:
+        """One script: record the attempt and fields, leave in-flight, unlock, maybe
+        schedule, and count ``count`` (delivered, retry or wait) for the target."""
         flat = [item for pair in fields.items() for item in pair]
+        ms = float(attempt.get("duration_ms") or 0) if attempt else 0.0
+        label = wait_reason if count == "wait" else bucket_label(ms)
         self._finish_script(
             keys=[
                 keys.delivery(delivery_id),
@@ -164,12 +213,18 @@ class Store:
                 keys.INFLIGHT,
                 keys.lock(delivery_id),
                 keys.SCHEDULE,
+                TARGETS,
+                minute_key(minute_of(time.time())),
             ],
             args=[
                 json.dumps(attempt) if attempt else "",
                 self.retention,
                 delivery_id,
                 "" if due is None else f"{due:.6f}",
+                count,
+                label,
+                ms,
+                MINUTE_TTL,
                 *flat,
             ],
         )
@@ -186,6 +241,7 @@ class Store:
                 "last_error": "",
                 "waiting": "",
             },
+            count="delivered",
         )
 
     def park(self, delivery_id: str, due: float, reason: str, *, attempts: int) -> None:
@@ -198,7 +254,7 @@ class Store:
             "attempts": str(attempts),
             "waiting": reason,
         }
-        self._finish(delivery_id, {}, fields, due)
+        self._finish(delivery_id, {}, fields, due, count="wait", wait_reason=reason)
 
     def finish_retry(self, delivery_id: str, attempt: dict[str, Any], due: float) -> None:
         """Park the delivery in the durable schedule until ``due``."""
@@ -209,34 +265,43 @@ class Store:
             "last_error": attempt.get("error") or "",
             "waiting": "",
         }
-        self._finish(delivery_id, attempt, fields, due)
+        self._finish(delivery_id, attempt, fields, due, count="retry")
 
     def finish_dead(
         self, delivery_id: str, attempt: dict[str, Any] | None, reason: str, event_json: str
     ) -> None:
         """Dead-letter: keep delivery, attempts and a copy of the event until purged."""
         now = time.time()
-        pipe = self.redis.pipeline()
-        if attempt:
-            pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
-        pipe.hset(
-            keys.delivery(delivery_id),
-            mapping={
-                "status": "dead",
-                "dead_at": f"{now:.6f}",
-                "dead_reason": reason,
-                "updated_at": f"{now:.6f}",
-                "event": event_json,
-                "last_error": (attempt or {}).get("error") or reason,
-            },
+        fields = {
+            "status": "dead",
+            "dead_at": f"{now:.6f}",
+            "dead_reason": reason,
+            "updated_at": f"{now:.6f}",
+            "event": event_json,
+            "last_error": (attempt or {}).get("error") or reason,
+        }
+        ms = float(attempt.get("duration_ms") or 0) if attempt else 0.0
+        self._dead_script(
+            keys=[
+                keys.delivery(delivery_id),
+                keys.attempts(delivery_id),
+                keys.DLQ,
+                keys.INFLIGHT,
+                keys.SCHEDULE,
+                keys.lock(delivery_id),
+                TARGETS,
+                minute_key(minute_of(now)),
+            ],
+            args=[
+                json.dumps(attempt) if attempt else "",
+                f"{now:.6f}",
+                delivery_id,
+                bucket_label(ms) if attempt else "",
+                ms,
+                MINUTE_TTL,
+                *(item for pair in fields.items() for item in pair),
+            ],
         )
-        pipe.persist(keys.delivery(delivery_id))
-        pipe.persist(keys.attempts(delivery_id))
-        pipe.zadd(keys.DLQ, {delivery_id: now})
-        pipe.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
-        pipe.zrem(keys.SCHEDULE, delivery_id)
-        pipe.delete(keys.lock(delivery_id))
-        pipe.execute()
 
     # dead letters ---------------------------------------------------------------------
     def dead_letters(

@@ -94,7 +94,7 @@ def test_consecutive_failures_open_the_breaker_then_a_probe_closes_it(gate: Targ
     assert admit(gate, "probe", [], FAST).admitted  # half-open: one probe goes
     other = admit(gate, "d4", [], FAST)
     assert other.reason == "circuit_probing" and other.wait > 0
-    assert gate.record("t", "probe", ok=True, counts=True, circuit=FAST) == "closed"
+    assert gate.record("t", "probe", ok=True, counts=True, circuit=FAST) == "recovered"
     assert admit(gate, "d4", [], FAST).admitted
     assert gate.status("t")["circuit"] == "closed"
 

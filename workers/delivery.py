@@ -181,8 +181,10 @@ def _breaker(
     state = ctx.gate.record(
         target.id, delivery_id, ok=failure is None, counts=counts, circuit=target.circuit
     )
-    if state in ("opened", "closed"):
-        bound.warning(f"circuit.{state}", target=target.id)
+    if state == "opened":
+        bound.warning("circuit.opened", target=target.id)
+    elif state == "recovered":
+        bound.info("circuit.closed", target=target.id)
 
 
 def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
