@@ -1,0 +1,229 @@
+"""Response shapes of the management API, as pydantic models.
+
+They exist to describe: ``relay.api.openapi`` builds the OpenAPI document's schemas
+from them, and the schemathesis run in ``tests/api`` checks every answer against that
+document. The views return what ``relay.ops`` builds; these models name its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relay.events import GroupEvent
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(_Model):
+    """Every refusal: a stable machine code and a sentence for people."""
+
+    error: str = Field(description="Machine-readable code, such as `unauthorized`.")
+    detail: str
+
+
+class PartySummary(_Model):
+    """A group or sender as the event names it."""
+
+    id: str
+    name: str | None
+
+
+class EventSummary(_Model):
+    id: str
+    source: str
+    type: str
+    status: str = Field(description="`queued`, `routed` or `unrouted`.")
+    received_at: float | None = Field(description="Unix seconds.")
+    occurred_at: str | None = Field(description="When it happened, as the platform said.")
+    group: PartySummary | None
+    sender: PartySummary | None
+    text: str | None = Field(description="The text, redacted, cut at 500 characters.")
+    files: int = Field(description="How many files the event carries.")
+
+
+class AttemptRequest(BaseModel):
+    """What was sent: the target, its kind and the idempotency key (the delivery id)."""
+
+    model_config = ConfigDict(extra="allow")
+    target: str
+    kind: str | None
+    idempotency_key: str
+
+
+class Attempt(_Model):
+    n: int = Field(description="Attempt number, from 1.")
+    started_at: float | None
+    duration_ms: float | None
+    outcome: str = Field(description="`delivered`, `retry`, `failed` or `lost`.")
+    status: int | None = Field(description="The target's HTTP status, if it answered.")
+    retry_after: float | None
+    error: str | None
+    response: str | None = Field(description="Excerpt of the answer, redacted and capped.")
+    request: AttemptRequest
+
+
+class Delivery(_Model):
+    id: str
+    event_id: str
+    source: str
+    target: str
+    route: int | None
+    queue: str
+    status: str = Field(description="`queued`, `running`, `scheduled`, `delivered` or `dead`.")
+    attempts: int
+    replays: int
+    created_at: float | None
+    updated_at: float | None
+    next_at: float | None
+    delivered_at: float | None
+    dead_at: float | None
+    replayed_at: float | None
+    waiting: str | None = Field(description="Why a scheduled delivery waits (`paused`, ...).")
+    last_error: str | None
+    dead_reason: str | None
+
+
+class DeliveryInEvent(Delivery):
+    attempts_log: list[Attempt]
+
+
+class DeliveryDetail(DeliveryInEvent):
+    event: GroupEvent | None = Field(description="The event, redacted; null if expired.")
+
+
+class EventDetail(EventSummary):
+    event: GroupEvent
+    deliveries: list[DeliveryInEvent]
+
+
+class EventPage(_Model):
+    items: list[EventSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class DeliveryPage(_Model):
+    items: list[Delivery]
+    next_cursor: str | None
+
+
+class Count(_Model):
+    """A dry run: how many dead letters the same request would act on."""
+
+    count: int
+
+
+class BulkReplay(_Model):
+    count: int = Field(description="Dead letters that matched.")
+    replayed: int = Field(description="Sent again (another operator may have been first).")
+
+
+class BulkPurge(_Model):
+    count: int
+    purged: int
+
+
+class Replayed(_Model):
+    delivery_id: str
+    replayed: Literal[True]
+
+
+class Purged(_Model):
+    delivery_id: str
+    purged: Literal[True]
+
+
+class Queues(_Model):
+    queues: dict[str, int] = Field(description="Depth of each Celery queue.")
+    scheduled: int = Field(description="Deliveries waiting in the schedule.")
+    scheduled_due: int = Field(description="… of which are due now.")
+    schedule_lag_seconds: float = Field(description="Age of the oldest due item.")
+    in_flight: int
+    dead_letters: int
+
+
+class RateUse(_Model):
+    rate: str
+    limit: int
+    per: float
+    used: int = Field(description="Sends in the current window.")
+
+
+class Window(_Model):
+    attempts: int
+    delivered: int
+    failed: int
+    success_rate: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class Latency(_Model):
+    count: int
+    sum_ms: float
+
+
+class Target(_Model):
+    id: str
+    kind: str
+    paused: bool
+    circuit: Literal["closed", "open", "half_open"]
+    open_until: float | None
+    consecutive_failures: int
+    successes: int
+    failures: int
+    throttled_until: float | None
+    rates: list[RateUse]
+    rate_limit_source: Literal["config", "kind", "unknown"]
+    windows: dict[Literal["5m", "1h"], Window]
+    outcomes: dict[str, int] = Field(description="Attempts by outcome since counting began.")
+    waits: dict[str, int] = Field(description="Times a delivery waited, by reason.")
+    latency: Latency
+
+
+class TargetList(_Model):
+    items: list[Target]
+    next_cursor: None
+
+
+class Source(_Model):
+    id: str
+    kind: str | None = Field(description="Null for ids that are not configured.")
+    accepted: int
+    duplicates: int
+    rejected: dict[str, int] = Field(description="Refused requests by reason code.")
+    rejected_total: int
+
+
+class SourceList(_Model):
+    items: list[Source]
+    next_cursor: None
+
+
+class AuditEntry(_Model):
+    id: str
+    at: float
+    actor: str = Field(description="API key id, `cli`, or `-` when nobody authenticated.")
+    action: str
+    target: str
+    outcome: str = Field(description="`ok`, `failed` or `denied`.")
+    remote_addr: str
+    detail: str
+
+
+class AuditPage(_Model):
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+def schema_models() -> list[type[BaseModel]]:
+    """Every model the document names, in a stable order."""
+    found: list[type[BaseModel]] = []
+    for value in globals().values():
+        if isinstance(value, type) and issubclass(value, BaseModel) and value is not _Model:
+            if value.__module__ == __name__:
+                found.append(value)
+    return found
