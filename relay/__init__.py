@@ -41,7 +41,11 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
         if status == 413:
             code = "payload_too_large"
         body = json.dumps({"error": code, "detail": error.description or error.name})
-        return Response(body, status=status, content_type="application/json")
+        response = Response(body, status=status, content_type="application/json")
+        for name, value in error.get_headers():  # keep Allow on 405, Retry-After, ...
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

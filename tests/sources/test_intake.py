@@ -396,3 +396,10 @@ def test_a_signed_body_that_cannot_be_stored_is_422_not_500(
     assert response.json and response.json["error"] in ("invalid_event", "invalid_json")
     assert redis_client.llen(keys.FANOUT_QUEUE) == 0
     assert not redis_client.keys(keys.dedupe("ops", "*"))
+
+
+def test_a_405_names_the_allowed_methods(client: FlaskClient) -> None:
+    response = client.delete("/healthz")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+    assert response.get_json()["error"] == "method_not_allowed"
