@@ -17,6 +17,7 @@ __all__ = ["create_app", "Settings", "__version__"]
 def create_app(settings: Settings | None = None, config: RelayConfig | None = None) -> Flask:
     """Build the web app; reads ``RELAY_*`` and the config file only when not given them."""
     from relay.api import api
+    from relay.dashboard import dashboard
     from relay.health import health
     from relay.logging import configure_logging
     from relay.metrics import metrics
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
     app.extensions["relay"] = runtime
     app.register_blueprint(hooks)
     app.register_blueprint(health)
+    app.register_blueprint(dashboard)
     app.register_blueprint(api)
     app.register_blueprint(metrics)
 

@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     scheduler_interval: Duration = Field(0.2, description="How often the scheduler polls.")
     worker_concurrency: int = Field(64, ge=1, description="Green threads per worker process.")
     state_dir: Path = Field(Path(".relay"), description="Where `relay up` keeps embedded Redis.")
+    secret_key: str | None = Field(
+        None,
+        repr=False,
+        description=(
+            "Signs the dashboard's session cookies and CSRF tokens. Unset: the first web "
+            "process generates one and stores it in Redis (SET NX, relay:dashboard:secret_key) "
+            "so every gunicorn worker shares it; set it to keep sessions across a Redis reset."
+        ),
+    )
     log_level: str = Field("INFO")
     log_format: str = Field("console", pattern="^(json|console)$")
 
