@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import requests
 
@@ -71,3 +74,22 @@ def classify(response: requests.Response) -> DeliveryResult:
     else:
         error = RetryableDeliveryError(f"unexpected HTTP {status}", status=status, excerpt=text)
     raise error
+
+
+def classify_redacted(response: requests.Response, redact: Callable[[str], str]) -> DeliveryResult:
+    """``classify``, with ``redact`` applied to the excerpt an error carries (tokens in
+    echoed URLs)."""
+    try:
+        return classify(response)
+    except DeliveryError as exc:
+        exc.excerpt = redact(exc.excerpt or "") or None
+        raise
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """The body as a JSON object, or ``{}`` if it is not one (an HTML error page, ...)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -32,7 +32,6 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from relay.config import TargetConfig
 from relay.errors import (
     ConfigError,
-    DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
@@ -40,7 +39,7 @@ from relay.people import Mention
 from relay.templates import TemplateError, check_template, render
 from workers.addresses import check_url, safe_url
 from workers.http import guarded_session, send
-from workers.outcomes import classify, excerpt, response_text
+from workers.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import CLOSE, OPEN, TOKEN, defuse, fit, placeholders
 
@@ -199,9 +198,9 @@ class FeishuBotTarget(BaseTarget):
         """``code`` 0 is success; every other code raises what it means."""
         status = response.status_code
         if status == 429 or status >= 500 or 300 <= status < 400:
-            return self._classify(response)
+            return classify_redacted(response, self._redact)
         text = self._redact(response_text(response))
-        data = _json_object(text)
+        data = json_object(text)
         code = data.get("code", data.get("StatusCode"))
         if not isinstance(code, int) or isinstance(code, bool):
             if 200 <= status < 300:
@@ -210,7 +209,7 @@ class FeishuBotTarget(BaseTarget):
                     status=status,
                     excerpt=excerpt(text),
                 )
-            return self._classify(response)
+            return classify_redacted(response, self._redact)
         if code == 0 and 200 <= status < 300:
             return DeliveryResult(status=status, excerpt=excerpt(text))
         message = self._redact(str(data.get("msg") or data.get("StatusMessage") or ""))
@@ -222,23 +221,8 @@ class FeishuBotTarget(BaseTarget):
         hint = PERMANENT.get(code, "the bot refused the message")
         raise PermanentDeliveryError(f"{said}: {hint}", status=status, excerpt=excerpt(text))
 
-    def _classify(self, response: requests.Response) -> DeliveryResult:
-        try:
-            return classify(response)
-        except DeliveryError as exc:
-            exc.excerpt = self._redact(exc.excerpt or "") or None
-            raise
-
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _id(match: re.Match[str], mentions: list[Mention]) -> str:

@@ -16,7 +16,6 @@ WeCom answers ``{"errcode": 0, "errmsg": "ok"}``, errors too inside an HTTP 200.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -27,7 +26,6 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from relay.config import TargetConfig
 from relay.errors import (
     ConfigError,
-    DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -35,7 +33,7 @@ from relay.errors import (
 from relay.people import Mention
 from workers.addresses import check_url, safe_url
 from workers.http import guarded_session, send
-from workers.outcomes import classify, excerpt, response_text
+from workers.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import TOKEN, defuse, fit, placeholders
 
@@ -184,9 +182,9 @@ class WeComBotTarget(BaseTarget):
         """``errcode`` 0 is success; every other code raises what it means."""
         status = response.status_code
         if status == 429 or status >= 500 or 300 <= status < 400:
-            return self._classify(response)
+            return classify_redacted(response, self._redact)
         text = self._redact(response_text(response))
-        data = _json_object(text)
+        data = json_object(text)
         code = data.get("errcode")
         if not isinstance(code, int) or isinstance(code, bool):
             if 200 <= status < 300:
@@ -195,7 +193,7 @@ class WeComBotTarget(BaseTarget):
                     status=status,
                     excerpt=excerpt(text),
                 )
-            return self._classify(response)
+            return classify_redacted(response, self._redact)
         if code == 0 and 200 <= status < 300:
             return DeliveryResult(status=status, excerpt=excerpt(text))
         message = self._redact(str(data.get("errmsg") or "")).split(", hint:")[0]
@@ -214,13 +212,6 @@ class WeComBotTarget(BaseTarget):
         hint = PERMANENT.get(code, "the robot refused the message")
         raise PermanentDeliveryError(f"{said}: {hint}", status=status, excerpt=excerpt(text))
 
-    def _classify(self, response: requests.Response) -> DeliveryResult:
-        try:
-            return classify(response)
-        except DeliveryError as exc:
-            exc.excerpt = self._redact(exc.excerpt or "") or None
-            raise
-
     def _redact(self, text: str) -> str:
         for key in self._keys:
             text = text.replace(key, "***")
@@ -230,11 +221,3 @@ class WeComBotTarget(BaseTarget):
 def _content(text: str, mentions: list[Mention]) -> str:
     """Placeholders → ``<@userid>``."""
     return TOKEN.sub(lambda m: f"<@{mentions[int(m.group(1))].id_on('wecom')}>", text)
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
