@@ -19,16 +19,17 @@ import redis
 
 from relay import keys
 from relay.circuit import CircuitPolicy
-from relay.ratelimit import Rate
+from relay.ratelimit import WINDOWS_LUA, Rate
 
 PAUSE_RECHECK = 10.0  # a paused target's deliveries look again this often
 PROBE_BUSY_WAIT = 2.0  # others wait this long while a half-open probe runs
 
 # KEYS: state, throttle, rate zsets... ARGV: token, probe ttl ms, breaker on, then
 # (limit, window ms) per rate.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_ADMIT = (
+    WINDOWS_LUA
+    + """
+local now = now_ms()
 local s = redis.call('HMGET', KEYS[1], 'paused', 'state', 'open_until', 'probe', 'probe_until')
 if s[1] == '1' then return {'paused', ARGV[4]} end
 local throttled = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -43,33 +44,23 @@ if ARGV[3] == '1' and (s[2] == 'open' or s[2] == 'half_open') then
   end
   probing = true
 end
-local wait = 0
-for i = 3, #KEYS do
-  local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[i]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    local w = tonumber(oldest[2]) + window - now + 1
-    if w > wait then wait = w end
-  end
-end
+local wait = window_wait(3, now)
 if wait > 0 then return {'rate_limited', wait} end
-for i = 3, #KEYS do
-  redis.call('ZADD', KEYS[i], now, ARGV[1] .. ':' .. now .. ':' .. math.random(1000000))
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
-end
+window_take(3, now)
 if probing then
   redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe', ARGV[1],
              'probe_until', now + tonumber(ARGV[2]))
 end
 return {'ok', 0}
 """
+)
 
 # KEYS: state, calls. ARGV: ok, token, failures, rate, window ms, min calls, open ms,
 # max open ms, counts (1 if this outcome counts for the breaker).
-_RECORD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_RECORD = (
+    WINDOWS_LUA
+    + """
+local now = now_ms()
 local ok = ARGV[1] == '1'
 redis.call('HINCRBY', KEYS[1], ok and 'successes' or 'failures', 1)
 redis.call('HSET', KEYS[1], ok and 'last_success' or 'last_failure', now)
@@ -114,6 +105,7 @@ if #calls >= tonumber(ARGV[6]) then
 end
 return state
 """
+)
 
 
 @dataclass(frozen=True)

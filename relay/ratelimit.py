@@ -85,27 +85,46 @@ def parse_rates(values: Any) -> list[Rate]:
     return [Rate.model_validate(v) for v in rates_value(values) or []]
 
 
-# KEYS: one ZSET per rate. ARGV: member prefix, then (limit, window ms) per rate.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wait = 0
-for i = 1, #KEYS do
-  local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[i]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    local w = tonumber(oldest[2]) + window - now + 1
-    if w > wait then wait = w end
+# Lua shared by every script that enforces rates: Redis's clock in ms, and sliding
+# windows over the ZSETs KEYS[first..]; window i reads its limit and window (ms) from
+# ARGV[2i] and ARGV[2i+1], and ARGV[1] prefixes the members it adds.
+WINDOWS_LUA = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function window_wait(first, now)
+  local wait = 0
+  for i = first, #KEYS do
+    local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+    if redis.call('ZCARD', KEYS[i]) >= limit then
+      local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+      local w = tonumber(oldest[2]) + window - now + 1
+      if w > wait then wait = w end
+    end
+  end
+  return wait
+end
+local function window_take(first, now)
+  for i = first, #KEYS do
+    redis.call('ZADD', KEYS[i], now, ARGV[1] .. ':' .. now .. ':' .. math.random(1000000))
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
   end
 end
+"""
+
+# KEYS: one ZSET per rate. ARGV: member prefix, then (limit, window ms) per rate.
+_ACQUIRE = (
+    WINDOWS_LUA
+    + """
+local now = now_ms()
+local wait = window_wait(1, now)
 if wait > 0 then return wait end
-for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], now, ARGV[1] .. ':' .. now .. ':' .. math.random(1000000))
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
-end
+window_take(1, now)
 return 0
 """
+)
 
 
 class SlidingWindows:
