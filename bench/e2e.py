@@ -191,7 +191,9 @@ class PacedResult:
     error_kinds: dict[str, int] = field(default_factory=dict)
 
 
-def profile(pid: int, label: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def profile(
+    pid: int, label: str, args: argparse.Namespace, seconds: float | None = None
+) -> subprocess.Popen[bytes]:
     """py-spy (``pip install py-spy``) on ``pid`` and its children for one phase."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = Path(args.profile)
@@ -207,7 +209,7 @@ def profile(pid: int, label: str, args: argparse.Namespace) -> subprocess.Popen[
             "100",
             "--nonblocking",
             "--duration",
-            str(int(args.duration)),
+            str(int(seconds or args.duration)),
             "--format",
             "raw",
             "-o",
@@ -325,14 +327,14 @@ def backlog_phase(
         stack.start_workers(processes, concurrency)
         time.sleep(0.5)
         cpu0 = stack.worker_cpu()
-        spies = (
-            [
-                profile(stack.procs.pid(n), f"{n}-backlog-{processes}x{concurrency}", args)
+        spies = []
+        if args.profile:  # skip start-up: profile the drain once a tenth has arrived
+            while sink.total() < expected // 10:
+                time.sleep(0.1)
+            spies = [
+                profile(stack.procs.pid(n), f"{n}-backlog-{processes}x{concurrency}", args, 10)
                 for n in stack.workers
             ]
-            if args.profile
-            else []
-        )
         drain(sink, expected, args.drain_timeout + expected / 200)
         cpu = stack.worker_cpu() - cpu0
         for spy in spies:

@@ -47,23 +47,28 @@ redis.call('EXPIRE', KEYS[8], ARGV[12])
 return false
 """
 
-# KEYS: inflight, event's delivery set, event record, then (delivery, queue) per delivery.
-# ARGV: deadline, retention, event id, event status, count, then per delivery:
-#       id, message, number of field args, field args...
+# KEYS: inflight, event's delivery set, event record, one per delivery, one queue per
+# group. ARGV: deadline, retention, event id, event status, deliveries, groups, then per
+# delivery: id, group number, number of field args, field args...; then one message per
+# group (its deliveries' ids, pushed once if any of them is new).
 _FANOUT = """
 local deadline, retention = ARGV[1], ARGV[2]
-local created, a, k = 0, 6, 4
-for _ = 1, tonumber(ARGV[5]) do
-  local id, message, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+local count, groups = tonumber(ARGV[5]), tonumber(ARGV[6])
+local created, new_in, a = 0, {}, 7
+for k = 4, 3 + count do
+  local id, group, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('HSET', KEYS[k], unpack(ARGV, a + 3, a + 2 + n))
     redis.call('EXPIRE', KEYS[k], retention)
     redis.call('SADD', KEYS[2], id)
     redis.call('ZADD', KEYS[1], deadline, 'deliver:' .. id)
-    redis.call('LPUSH', KEYS[k + 1], message)
+    new_in[group] = true
     created = created + 1
   end
-  a, k = a + 3 + n, k + 2
+  a = a + 3 + n
+end
+for g = 1, groups do
+  if new_in[g] then redis.call('LPUSH', KEYS[3 + count + g], ARGV[a + g - 1]) end
 end
 redis.call('EXPIRE', KEYS[2], retention)
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -180,9 +185,18 @@ class Queue:
         return result.decode() if isinstance(result, bytes) else None
 
     def fan_out(self, event_id: str, batch: Sequence[tuple[Mapping[str, str | int], str]]) -> int:
-        """Record and enqueue each ``(fields, queue)`` delivery not recorded yet (a fan-out
-        rerun creates nothing twice), and mark the event routed; one script, one round
-        trip. Returns how many deliveries were new."""
+        """Record each ``(fields, queue)`` delivery not recorded yet (a fan-out rerun
+        creates nothing twice), enqueue them, and mark the event routed; one script, one
+        round trip. Returns how many deliveries were new.
+
+        The deliveries bound for one queue travel in one task message, run side by side
+        by one worker: an event for three webhook targets costs the broker one message,
+        not three. Each keeps its own in-flight entry, so the watchdog redoes them one
+        by one if the message is lost."""
+        groups: dict[str, list[str]] = {}
+        for fields, queue in batch:
+            groups.setdefault(queue, []).append(str(fields["id"]))
+        group_number = {queue: n for n, queue in enumerate(groups, start=1)}
         script_keys = [keys.INFLIGHT, keys.event_deliveries(event_id), keys.event(event_id)]
         args: list[str | int | float] = [
             time.time() + self.lease,
@@ -190,15 +204,17 @@ class Queue:
             event_id,
             "routed" if batch else "unrouted",
             len(batch),
+            len(groups),
         ]
         for fields, queue in batch:
-            delivery_id = str(fields["id"])
             flat: list[str | int] = []
             for name, value in fields.items():
                 flat += [name, value]
-            script_keys += [keys.delivery(delivery_id), queue]
-            message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
-            args += [delivery_id, message, len(flat), *flat]
+            script_keys.append(keys.delivery(str(fields["id"])))
+            args += [str(fields["id"]), group_number[queue], len(flat), *flat]
+        for queue, ids in groups.items():
+            script_keys.append(queue)
+            args.append(encode_task_message(keys.DELIVER_TASK, ids, queue))
         return int(self._fanout(keys=script_keys, args=args))
 
     def release_due(self, delivery_id: str, queue: str, now: float) -> bool:

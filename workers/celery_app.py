@@ -13,6 +13,7 @@ from kombu import Exchange, Queue
 from relay import keys
 from relay.cli.common import load_settings
 from relay.settings import Settings
+from workers import broker
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -32,7 +33,9 @@ def make_celery(settings: Settings) -> Celery:
         # connections makes acks fail ("Too many connections") under load.
         "max_connections": 2 * settings.worker_concurrency + 16,
     }
+    scheme = settings.redis_url.partition("://")[0]
     app.conf.update(
+        broker_transport=f"{broker.__name__}:Transport" if scheme in broker.SCHEMES else None,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

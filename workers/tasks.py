@@ -14,6 +14,7 @@ from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import fanout as fanout_event
 from workers.delivery import run_delivery
+from workers.side_by_side import run_side_by_side
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
@@ -37,6 +38,7 @@ def fanout(event_id: str) -> int:
 
 
 @app.task(name=keys.DELIVER_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
-def deliver(delivery_id: str) -> str:
-    """Run one attempt of one delivery."""
-    return run_delivery(worker_context(app.conf.relay_settings), delivery_id)
+def deliver(*delivery_ids: str) -> list[str]:
+    """Run one attempt of each delivery (a fan-out's share of this queue), side by side."""
+    ctx = worker_context(app.conf.relay_settings)
+    return run_side_by_side(lambda delivery_id: run_delivery(ctx, delivery_id), delivery_ids)
