@@ -20,6 +20,7 @@ import redis
 from relay import keys
 from relay.circuit import CircuitPolicy
 from relay.ratelimit import WINDOWS_LUA, Rate
+from relay.scripts import ScriptCall
 
 PAUSE_RECHECK = 10.0  # a paused target's deliveries look again this often
 PROBE_BUSY_WAIT = 2.0  # others wait this long while a half-open probe runs
@@ -120,6 +121,17 @@ class Admission:
         return self.wait <= 0
 
 
+def admission(answer: Any) -> Admission:
+    """The verdict an ``admit`` script answered."""
+    reason, wait_ms = answer
+    return Admission(reason.decode() if isinstance(reason, bytes) else reason, int(wait_ms) / 1000)
+
+
+def breaker_state(answer: Any) -> str:
+    """The state a ``record`` script answered."""
+    return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+
 class TargetGate:
     """Pause, platform throttle, circuit breaker and rate limits of every target."""
 
@@ -138,6 +150,20 @@ class TargetGate:
         probe_ttl: float,
     ) -> Admission:
         """May ``token`` (a delivery id) be sent to the target now? Takes a rate slot if so."""
+        call = self.admit_call(target_id, token, rates=rates, circuit=circuit, probe_ttl=probe_ttl)
+        return admission(call.run())
+
+    def admit_call(
+        self,
+        target_id: str,
+        token: str,
+        *,
+        rates: Sequence[Rate],
+        circuit: CircuitPolicy,
+        probe_ttl: float,
+    ) -> ScriptCall:
+        """``admit`` as a call to run together with others (``relay.scripts``); read its
+        answer with ``admission``."""
         script_keys = [keys.target_state(target_id), keys.target_throttle(target_id)]
         args: list[Any] = [
             token,
@@ -150,19 +176,26 @@ class TargetGate:
         for index, rate in enumerate(rates):
             script_keys.append(keys.target_rate(target_id, index))
             args += [rate.limit, int(rate.window * 1000)]
-        reason, wait_ms = self._admit(keys=script_keys, args=args)
-        return Admission(
-            reason.decode() if isinstance(reason, bytes) else reason, int(wait_ms) / 1000
-        )
+        return ScriptCall(self._admit, script_keys, args)
 
     def record(
         self, target_id: str, token: str, *, ok: bool, counts: bool, circuit: CircuitPolicy
     ) -> str:
         """Feed one attempt's outcome to the breaker; returns its state after it, or
         ``opened``/``recovered`` when this outcome changed it."""
-        state = self._record(
-            keys=[keys.target_state(target_id), keys.target_calls(target_id)],
-            args=[
+        return breaker_state(
+            self.record_call(target_id, token, ok=ok, counts=counts, circuit=circuit).run()
+        )
+
+    def record_call(
+        self, target_id: str, token: str, *, ok: bool, counts: bool, circuit: CircuitPolicy
+    ) -> ScriptCall:
+        """``record`` as a call to run together with others (``relay.scripts``); read
+        its answer with ``breaker_state``."""
+        return ScriptCall(
+            self._record,
+            [keys.target_state(target_id), keys.target_calls(target_id)],
+            [
                 "1" if ok else "0",
                 token,
                 circuit.failures,
@@ -174,7 +207,6 @@ class TargetGate:
                 "1" if counts and circuit.enabled else "0",
             ],
         )
-        return state.decode() if isinstance(state, bytes) else str(state)
 
     def throttle(self, target_id: str, seconds: float) -> None:
         """The platform blocks the whole target: nobody sends to it for ``seconds``."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from relay import keys
+from relay.scripts import ScriptCall, run_together
 from relay.stats import LUA_COUNT_ATTEMPT, MINUTE_TTL, TARGETS, bucket_label, minute_key, minute_of
 
 _BEGIN = """
@@ -119,6 +120,16 @@ def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in mapping.items()}
 
 
+def _begun(reply: list[Any]) -> Begun:
+    verdict, attempt, previous = reply[0].decode(), int(reply[1]), reply[2].decode()
+    if verdict != "run":
+        return Begun(verdict, attempt, previous)
+    flat = [item.decode() for item in reply[3]]
+    delivery = dict(zip(flat[::2], flat[1::2], strict=True))
+    event_json = reply[4].decode() if reply[4] else delivery.get("event")
+    return Begun(verdict, attempt, previous, delivery, event_json)
+
+
 class Store:
     """Reads and writes the relay's records."""
 
@@ -155,35 +166,27 @@ class Store:
         return [json.loads(a) for a in self.redis.lrange(keys.attempts(delivery_id), 0, -1)]
 
     def begin(self, delivery_id: str, token: str, lock_ttl: float, deadline: float) -> Begun:
-        """Claim the delivery for one run: bumps the attempt counter and takes its lock."""
         """Claim the delivery for one run: bumps the attempt counter and takes its lock.
 
         One round trip also returns the delivery record and the event's JSON (from its
         record, else the copy a dead letter kept).
         """
-        reply = self._begin(
-            keys=[
-                keys.delivery(delivery_id),
-                keys.lock(delivery_id),
-                keys.INFLIGHT,
-                keys.SCHEDULE,
-            ],
-            args=[
-                token,
-                int(lock_ttl * 1000),
-                f"{time.time():.6f}",
-                deadline,
-                delivery_id,
-                keys.event(""),
-            ],
-        )
-        verdict, attempt, previous = reply[0].decode(), int(reply[1]), reply[2].decode()
-        if verdict != "run":
-            return Begun(verdict, attempt, previous)
-        flat = [item.decode() for item in reply[3]]
-        delivery = dict(zip(flat[::2], flat[1::2], strict=True))
-        event_json = reply[4].decode() if reply[4] else delivery.get("event")
-        return Begun(verdict, attempt, previous, delivery, event_json)
+        return self.begin_many([(delivery_id, token)], lock_ttl, deadline)[0]
+
+    def begin_many(
+        self, claims: Sequence[tuple[str, str]], lock_ttl: float, deadline: float
+    ) -> list[Begun]:
+        """``begin`` for each ``(delivery id, token)``, all in one round trip."""
+        now = f"{time.time():.6f}"
+        calls = [
+            ScriptCall(
+                self._begin,
+                [keys.delivery(delivery_id), keys.lock(delivery_id), keys.INFLIGHT, keys.SCHEDULE],
+                [token, int(lock_ttl * 1000), now, deadline, delivery_id, keys.event("")],
+            )
+            for delivery_id, token in claims
+        ]
+        return [_begun(reply) for reply in run_together(self.redis, calls)]
 
     def add_attempt(self, delivery_id: str, attempt: dict[str, Any]) -> None:
         pipe = self.redis.pipeline()
@@ -200,14 +203,18 @@ class Store:
         *,
         count: str = "",
         wait_reason: str = "",
-    ) -> None:
+        also: Sequence[ScriptCall] = (),
+    ) -> list[Any]:
         """One script: record the attempt and fields, leave in-flight, unlock, maybe
-        schedule, and count ``count`` (delivered, retry or wait) for the target."""
+        schedule, and count ``count`` (delivered, retry or wait) for the target. The
+        ``also`` calls (the breaker's record) go in the same round trip; their answers
+        are returned."""
         flat = [item for pair in fields.items() for item in pair]
         ms = float(attempt.get("duration_ms") or 0) if attempt else 0.0
         label = wait_reason if count == "wait" else bucket_label(ms)
-        self._finish_script(
-            keys=[
+        finish = ScriptCall(
+            self._finish_script,
+            [
                 keys.delivery(delivery_id),
                 keys.attempts(delivery_id),
                 keys.INFLIGHT,
@@ -216,7 +223,7 @@ class Store:
                 TARGETS,
                 minute_key(minute_of(time.time())),
             ],
-            args=[
+            [
                 json.dumps(attempt) if attempt else "",
                 self.retention,
                 delivery_id,
@@ -228,10 +235,13 @@ class Store:
                 *flat,
             ],
         )
+        return run_together(self.redis, [*also, finish])[: len(also)]
 
-    def finish_delivered(self, delivery_id: str, attempt: dict[str, Any]) -> None:
+    def finish_delivered(
+        self, delivery_id: str, attempt: dict[str, Any], *, also: Sequence[ScriptCall] = ()
+    ) -> list[Any]:
         now = f"{time.time():.6f}"
-        self._finish(
+        return self._finish(
             delivery_id,
             attempt,
             {
@@ -242,6 +252,7 @@ class Store:
                 "waiting": "",
             },
             count="delivered",
+            also=also,
         )
 
     def park(self, delivery_id: str, due: float, reason: str, *, attempts: int) -> None:
@@ -256,7 +267,14 @@ class Store:
         }
         self._finish(delivery_id, {}, fields, due, count="wait", wait_reason=reason)
 
-    def finish_retry(self, delivery_id: str, attempt: dict[str, Any], due: float) -> None:
+    def finish_retry(
+        self,
+        delivery_id: str,
+        attempt: dict[str, Any],
+        due: float,
+        *,
+        also: Sequence[ScriptCall] = (),
+    ) -> list[Any]:
         """Park the delivery in the durable schedule until ``due``."""
         fields = {
             "status": "scheduled",
@@ -265,11 +283,17 @@ class Store:
             "last_error": attempt.get("error") or "",
             "waiting": "",
         }
-        self._finish(delivery_id, attempt, fields, due, count="retry")
+        return self._finish(delivery_id, attempt, fields, due, count="retry", also=also)
 
     def finish_dead(
-        self, delivery_id: str, attempt: dict[str, Any] | None, reason: str, event_json: str
-    ) -> None:
+        self,
+        delivery_id: str,
+        attempt: dict[str, Any] | None,
+        reason: str,
+        event_json: str,
+        *,
+        also: Sequence[ScriptCall] = (),
+    ) -> list[Any]:
         """Dead-letter: keep delivery, attempts and a copy of the event until purged."""
         now = time.time()
         fields = {
@@ -281,8 +305,9 @@ class Store:
             "last_error": (attempt or {}).get("error") or reason,
         }
         ms = float(attempt.get("duration_ms") or 0) if attempt else 0.0
-        self._dead_script(
-            keys=[
+        dead = ScriptCall(
+            self._dead_script,
+            [
                 keys.delivery(delivery_id),
                 keys.attempts(delivery_id),
                 keys.DLQ,
@@ -292,7 +317,7 @@ class Store:
                 TARGETS,
                 minute_key(minute_of(now)),
             ],
-            args=[
+            [
                 json.dumps(attempt) if attempt else "",
                 f"{now:.6f}",
                 delivery_id,
@@ -302,6 +327,7 @@ class Store:
                 *(item for pair in fields.items() for item in pair),
             ],
         )
+        return run_together(self.redis, [*also, dead])[: len(also)]
 
     # dead letters ---------------------------------------------------------------------
     def dead_letters(

@@ -14,6 +14,8 @@ import random
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -27,11 +29,14 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import GroupEvent
-from relay.gate import Admission
+from relay.gate import Admission, admission, breaker_state
 from relay.redact import redact
+from relay.scripts import ScriptCall, run_together
+from relay.store import Begun
 from workers.context import WorkerContext
 from workers.routing import delivery_id as make_delivery_id
 from workers.routing import route_matches
+from workers.side_by_side import run_side_by_side
 from workers.targets.base import DeliveryContext
 
 log = structlog.get_logger("relay.delivery")
@@ -122,9 +127,15 @@ def _dead(
     record: dict[str, Any] | None,
     reason: str,
     event_json: str,
+    *,
+    breaker: tuple[TargetConfig, ScriptCall] | None = None,
 ) -> str:
-    """Dead-letter the delivery, keeping the last attempt (if any) and the event."""
-    ctx.store.finish_dead(delivery_id, record, reason, event_json)
+    """Dead-letter the delivery, keeping the last attempt (if any) and the event; the
+    attempt's ``breaker`` record goes in the same round trip."""
+    also = [breaker[1]] if breaker else []
+    answers = ctx.store.finish_dead(delivery_id, record, reason, event_json, also=also)
+    if breaker:
+        _log_breaker(bound, breaker[0], answers)
     bound.warning("deliver.dead", reason=reason, error=(record or {}).get("error"))
     return "dead"
 
@@ -169,29 +180,88 @@ def _breaker(
     target: TargetConfig,
     delivery_id: str,
     failure: DeliveryError | None,
-) -> None:
-    """Feed the outcome to the breaker. Only retryable failures say the target is
-    unwell; a platform's throttle makes the whole target wait instead."""
+) -> ScriptCall:
+    """The outcome as the breaker's record, to run with the attempt's finish. Only
+    retryable failures say the target is unwell; a platform's throttle makes the whole
+    target wait instead."""
     if isinstance(failure, TargetThrottled):
         ctx.gate.throttle(target.id, failure.retry_after or 60.0)
         bound.warning("target.throttled", for_seconds=failure.retry_after)
     counts = failure is None or (
         isinstance(failure, RetryableDeliveryError) and not isinstance(failure, TargetThrottled)
     )
-    state = ctx.gate.record(
+    return ctx.gate.record_call(
         target.id, delivery_id, ok=failure is None, counts=counts, circuit=target.circuit
     )
+
+
+def _log_breaker(bound: Any, target: TargetConfig, answers: list[Any]) -> None:
+    state = breaker_state(answers[0])
     if state == "opened":
         bound.warning("circuit.opened", target=target.id)
     elif state == "recovered":
         bound.info("circuit.closed", target=target.id)
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """A delivery claimed for one attempt, with what sending it needs."""
+
+    delivery_id: str
+    begun: Begun
+    target: TargetConfig
+    event_json: str
+    bound: Any
+
+
 def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     """Run one attempt of a delivery if it is still due; return what happened."""
-    store = ctx.store
+    return run_deliveries(ctx, [delivery_id])[0]
+
+
+def run_deliveries(ctx: WorkerContext, delivery_ids: Sequence[str]) -> list[str]:
+    """Run one attempt of each delivery still due, side by side; what happened to each.
+
+    The deliveries of one task message are claimed in one round trip and pass the
+    target gate in another; each then sends and finishes on its own.
+    """
     lock_ttl = ctx.settings.task_time_limit + LOCK_MARGIN
-    begun = store.begin(delivery_id, uuid.uuid4().hex, lock_ttl, time.time() + lock_ttl)
+    claims = [(delivery_id, uuid.uuid4().hex) for delivery_id in delivery_ids]
+    begun = ctx.store.begin_many(claims, lock_ttl, time.time() + lock_ttl)
+    outcomes: list[str] = [""] * len(delivery_ids)
+    ready: list[tuple[int, _Claimed]] = []
+    for n, (delivery_id, claim) in enumerate(zip(delivery_ids, begun, strict=True)):
+        claimed = _claim(ctx, delivery_id, claim)
+        if isinstance(claimed, str):
+            outcomes[n] = claimed
+        else:
+            ready.append((n, claimed))
+    gate_calls = [
+        ctx.gate.admit_call(
+            c.target.id,
+            c.delivery_id,
+            rates=ctx.rates[c.target.id],
+            circuit=c.target.circuit,
+            probe_ttl=lock_ttl,
+        )
+        for _, c in ready
+    ]
+    admitted: list[tuple[int, _Claimed]] = []
+    for (n, c), answer in zip(ready, run_together(ctx.store.redis, gate_calls), strict=True):
+        verdict = admission(answer)
+        if verdict.admitted:
+            admitted.append((n, c))
+        else:
+            outcomes[n] = _wait(ctx, c.bound, c.delivery_id, verdict, c.begun.attempt - 1)
+    sent = run_side_by_side(lambda item: _send(ctx, item[1]), admitted)
+    for (n, _), outcome in zip(admitted, sent, strict=True):
+        outcomes[n] = outcome
+    return outcomes
+
+
+def _claim(ctx: WorkerContext, delivery_id: str, begun: Begun) -> _Claimed | str:
+    """The claimed delivery if it is to be sent, else what happened to it instead."""
+    store = ctx.store
     if begun.verdict == "missing":
         store.redis.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
     if begun.verdict != "run":
@@ -229,16 +299,15 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         reason = f"gave up after {policy.max_attempts} attempts"
         return _dead(ctx, bound, delivery_id, None, reason, event_json)
 
-    admission = ctx.gate.admit(
-        target_config.id,
-        delivery_id,
-        rates=ctx.rates[target_config.id],
-        circuit=target_config.circuit,
-        probe_ttl=lock_ttl,
-    )
-    if not admission.admitted:
-        return _wait(ctx, bound, delivery_id, admission, begun.attempt - 1)
+    return _Claimed(delivery_id, begun, target_config, event_json, bound)
 
+
+def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
+    """Send one admitted delivery and record the attempt's outcome."""
+    store = ctx.store
+    delivery_id, begun, target_config = claimed.delivery_id, claimed.begun, claimed.target
+    delivery, event_json, bound = begun.delivery, claimed.event_json, claimed.bound
+    policy = target_config.retry
     context = _context(ctx, delivery, delivery_id, begun.attempt, event_json, target_config)
     started, t0 = time.time(), time.perf_counter()
     failure: DeliveryError
@@ -251,7 +320,6 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         bound.error("deliver.adapter_error", traceback=redact(trace, ctx.config.secrets))
         failure = RetryableDeliveryError(f"unexpected {type(exc).__name__}: {exc}")
     else:
-        _breaker(ctx, bound, target_config, delivery_id, None)
         elapsed = time.perf_counter() - t0
         record = _attempt(
             begun.attempt,
@@ -261,11 +329,14 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
             status=result.status,
             response=redact(result.excerpt, ctx.config.secrets),
         )
-        store.finish_delivered(delivery_id, record)
+        breaker = _breaker(ctx, bound, target_config, delivery_id, None)
+        _log_breaker(
+            bound, target_config, store.finish_delivered(delivery_id, record, also=[breaker])
+        )
         bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
         return "delivered"
 
-    _breaker(ctx, bound, target_config, delivery_id, failure)
+    breaker = _breaker(ctx, bound, target_config, delivery_id, failure)
     retry_after = getattr(failure, "retry_after", None)
     record = _attempt(
         begun.attempt,
@@ -295,7 +366,9 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
         )
     if due is None:
         record["outcome"] = "failed"
-        return _dead(ctx, bound, delivery_id, record, reason, event_json)
-    store.finish_retry(delivery_id, record, due)
+        return _dead(
+            ctx, bound, delivery_id, record, reason, event_json, breaker=(target_config, breaker)
+        )
+    _log_breaker(bound, target_config, store.finish_retry(delivery_id, record, due, also=[breaker]))
     bound.info("deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error"))
     return "retry"

@@ -13,8 +13,7 @@ from relay.logging import configure_logging, quiet_celery_task_lines
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import fanout as fanout_event
-from workers.delivery import run_delivery
-from workers.side_by_side import run_side_by_side
+from workers.delivery import run_deliveries
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
@@ -40,5 +39,4 @@ def fanout(event_id: str) -> int:
 @app.task(name=keys.DELIVER_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def deliver(*delivery_ids: str) -> list[str]:
     """Run one attempt of each delivery (a fan-out's share of this queue), side by side."""
-    ctx = worker_context(app.conf.relay_settings)
-    return run_side_by_side(lambda delivery_id: run_delivery(ctx, delivery_id), delivery_ids)
+    return run_deliveries(worker_context(app.conf.relay_settings), delivery_ids)

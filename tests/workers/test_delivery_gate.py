@@ -17,7 +17,7 @@ from relay.errors import RetryableDeliveryError, TargetThrottled
 from relay.settings import Settings
 from tests.conftest import TEST_SECRET
 from workers.context import WorkerContext
-from workers.delivery import fanout, run_delivery
+from workers.delivery import fanout, run_deliveries, run_delivery
 from workers.targets.base import DeliveryContext, DeliveryResult
 
 
@@ -181,3 +181,27 @@ def test_the_route_template_wins_over_the_target_template(
     for delivery_id in ctx.store.event_delivery_ids("evt_t"):
         assert run_delivery(ctx, delivery_id) == "delivered"
     assert sorted(seen) == ["route ops", "target 1"]
+
+
+def test_one_message_of_several_deliveries_each_gets_its_own_outcome(
+    build: Callable[..., WorkerContext], tmp_path: Path
+) -> None:
+    """A task message carrying several deliveries: claimed together, gated together,
+    and each one ends on its own (sent, told to wait, already done, unknown)."""
+    ctx = build(rate_limit="2/min")
+    first, second, third = accept(ctx, 1), accept(ctx, 2), accept(ctx, 3)
+    done = accept(ctx, 4)
+    assert run_delivery(ctx, done) == "delivered"  # takes one of the two slots
+    outcomes = run_deliveries(ctx, [first, done, "dlv_unknown", second, third])
+    assert outcomes[1:3] == ["delivered", "missing"]
+    assert sorted([outcomes[0], outcomes[3], outcomes[4]]) == ["delivered", "waiting", "waiting"]
+    for delivery_id, outcome in zip(
+        (first, second, third), (outcomes[0], *outcomes[3:]), strict=True
+    ):
+        delivery = ctx.store.delivery(delivery_id) or {}
+        if outcome == "delivered":
+            assert delivery["status"] == "delivered" and delivery["attempts"] == "1"
+        else:
+            assert parked(ctx, delivery_id)["attempts"] == "0"
+    lines = (tmp_path / "out" / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # the earlier one and the one admitted now, each once
