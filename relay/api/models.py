@@ -137,7 +137,10 @@ class Purged(_Model):
 
 
 class Queues(_Model):
-    queues: dict[str, int] = Field(description="Depth of each Celery queue.")
+    queues: dict[str, int] = Field(
+        description="Task messages waiting in each Celery queue (one fan-out message "
+        "carries all of an event's deliveries for that queue)."
+    )
     scheduled: int = Field(description="Deliveries waiting in the schedule.")
     scheduled_due: int = Field(description="… of which are due now.")
     schedule_lag_seconds: float = Field(description="Age of the oldest due item.")
