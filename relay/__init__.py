@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
     from relay.health import health
     from relay.logging import configure_logging
     from relay.metrics import metrics
-    from relay.receiver import hooks
+    from relay.receiver import IntakeRoute
     from relay.runtime import Runtime
 
     settings = settings or Settings()
@@ -30,7 +30,6 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body, RELAY_SETTINGS=settings)
     app.extensions["relay"] = runtime
-    app.register_blueprint(hooks)
     app.register_blueprint(health)
     app.register_blueprint(dashboard)
     app.register_blueprint(api)
@@ -55,4 +54,5 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
         body = json.dumps({"error": "internal_error", "detail": "the relay failed; see its log"})
         return Response(body, status=500, content_type="application/json")
 
+    app.wsgi_app = IntakeRoute(app.wsgi_app, runtime)  # type: ignore[method-assign]
     return app

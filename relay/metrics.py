@@ -95,7 +95,7 @@ class RelayCollector(Collector):
         beat = self.runtime.redis.get(keys.SCHEDULER_HEARTBEAT)
         stats = self.runtime.store.queue_stats()
         depth = GaugeMetricFamily(
-            "relay_queue_depth", "Tasks waiting in each Celery queue.", labels=["queue"]
+            "relay_queue_depth", "Task messages waiting in each Celery queue.", labels=["queue"]
         )
         for name, n in stats["queues"].items():
             depth.add_metric([name], n)

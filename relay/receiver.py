@@ -6,19 +6,25 @@ source (404) → platform handshake → signature on the raw bytes (401) → par
 200 with ``"duplicate": true`` for a resend. A 2xx always means the event is queued.
 Each refusal is counted by source and code once its answer has gone out (best effort,
 see ``_count_after``); accepted events and resends are counted by the intake script.
+
+The route is served by ``IntakeRoute``, plain WSGI on werkzeug in front of the Flask
+app, which serves everything else: Flask's per-request machinery (contexts, URL map,
+app-wide hooks, sessions) costs more CPU than verifying and parsing an event, and
+intake is the path every event takes.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
 import structlog
-from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
 
 from relay import stats
 from relay.errors import (
@@ -33,7 +39,42 @@ from relay.runtime import Runtime
 from relay.sources.base import InboundRequest, Reply
 
 log = structlog.get_logger("relay.receiver")
-hooks = Blueprint("hooks", __name__)
+PREFIX = "/hooks/"
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_METHOD_NOT_ALLOWED = b'{"error": "method_not_allowed", "detail": "use POST"}'
+_INTERNAL = b'{"error": "internal_error", "detail": "the relay failed; see its log"}'
+
+
+class IntakeRoute:
+    """WSGI middleware: ``/hooks/<source-id>`` is answered here, any other path by
+    ``app`` (the Flask app)."""
+
+    def __init__(self, app: WSGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path: str = environ.get("PATH_INFO") or ""
+        source_id = path[len(PREFIX) :] if path.startswith(PREFIX) else ""
+        if not source_id or "/" in source_id:
+            return self.app(environ, start_response)
+        return self.respond(Request(environ), source_id)(environ, start_response)
+
+    def respond(self, request: Request, source_id: str) -> Response:
+        """The answer to one request; never raises, never a bare 500."""
+        runtime = self.runtime
+        try:
+            if request.method not in ("GET", "POST"):
+                refused = Response(_METHOD_NOT_ALLOWED, 405, {"Allow": "POST"})
+                refused.content_type = "application/json"
+                return _count_after(refused, runtime, source_id, "method_not_allowed")
+            return receive(runtime, request, source_id)
+        except IntakeError as error:
+            log.info("intake.refused", path=request.path, status=error.status, error=error.code)
+            return _count_after(error_response(error), runtime, source_id, error.code)
+        except Exception:
+            log.exception("intake.unexpected_error", path=request.path)
+            return Response(_INTERNAL, 500, content_type="application/json")
 
 
 class _HeaderView(Mapping[str, Sequence[str]]):
@@ -66,9 +107,10 @@ class _HeaderView(Mapping[str, Sequence[str]]):
         return sum(1 for _ in self)
 
 
-def _inbound(max_body: int) -> InboundRequest:
-    if request.content_length is not None and request.content_length > max_body:
-        raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {max_body}")
+def _inbound(request: Request, max_body: int) -> InboundRequest:
+    length = request.content_length
+    if length is not None and length > max_body:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit is {max_body}")
     # Read one byte past the limit: a chunked body has no length to check up front, and
     # werkzeug's limited stream would otherwise just stop at the limit (a silent cut).
     request.max_content_length = max_body + 1
@@ -78,11 +120,14 @@ def _inbound(max_body: int) -> InboundRequest:
         body = b"\0" * (max_body + 1)
     if len(body) > max_body:
         raise PayloadTooLarge(f"body is larger than the limit of {max_body} bytes")
+    environ = request.environ
     return InboundRequest(
         method=request.method,
-        headers=_HeaderView(request.environ),
+        headers=_HeaderView(environ),
         body=body,
-        args={k: request.args.getlist(k) for k in request.args},
+        args={k: request.args.getlist(k) for k in request.args}
+        if environ.get("QUERY_STRING")
+        else {},
         remote_addr=request.remote_addr,
     )
 
@@ -94,11 +139,10 @@ def _respond(reply: Reply) -> Response:
     return response
 
 
-@hooks.route("/hooks/<source_id>", methods=["POST", "GET"])
-def receive(source_id: str) -> Response:
-    runtime: Runtime = current_app.extensions["relay"]
+def receive(runtime: Runtime, request: Request, source_id: str) -> Response:
+    """Handshake, or verify → parse → enqueue; refusals are raised as ``IntakeError``."""
     started = time.perf_counter()
-    inbound = _inbound(runtime.settings.max_body)
+    inbound = _inbound(request, runtime.settings.max_body)
     source = runtime.sources.get(source_id)
     if source is None:
         raise UnknownSource(f"no source with id {source_id!r} is configured")
@@ -106,13 +150,8 @@ def receive(source_id: str) -> Response:
     if handshake is not None:
         return _respond(handshake)
     if inbound.method != "POST":
-        refused = _respond(
-            Reply(
-                405,
-                b'{"error": "method_not_allowed", "detail": "use POST"}',
-                headers={"Allow": "POST"},
-            )
-        )
+        refused = Response(_METHOD_NOT_ALLOWED, 405, {"Allow": "POST"})
+        refused.content_type = "application/json"
         return _count_after(refused, runtime, source_id, "method_not_allowed")
     source.verify(inbound)
     runtime.inbound_limit(source_id)
@@ -127,15 +166,6 @@ def receive(source_id: str) -> Response:
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return _respond(source.reply(inbound, accepted.event_id, duplicate=accepted.duplicate))
-
-
-@hooks.errorhandler(IntakeError)
-def _refused(error: IntakeError) -> Response:
-    log.info("intake.refused", path=request.path, status=error.status, error=error.code)
-    source_id = (request.view_args or {}).get("source_id", "")
-    return _count_after(
-        error_response(error), current_app.extensions["relay"], source_id, error.code
-    )
 
 
 _COUNT_PAUSE = 5.0  # after Redis failed a refusal count, stop trying for this long
@@ -164,8 +194,6 @@ def _count_after(response: Response, runtime: Runtime, source_id: str, code: str
 
 
 def error_response(error: IntakeError) -> Response:
-    import json
-
     response = Response(
         json.dumps({"error": error.code, "detail": error.detail}),
         status=error.status,

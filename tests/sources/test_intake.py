@@ -212,9 +212,39 @@ def test_get_on_hook_is_405(client: FlaskClient) -> None:
     assert response.headers["Allow"] == "POST"
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 def test_other_methods_are_405_json(client: FlaskClient, method: str) -> None:
-    error_of(client.open("/hooks/ops", method=method, data=b"{}"), 405)
+    response = client.open("/hooks/ops", method=method, data=b"{}")
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    if method != "HEAD":  # a HEAD answer has no body
+        error_of(response, 405)
+
+
+@pytest.mark.parametrize("path", ["/hooks/", "/hooks/ops/extra", "/hooks//ops", "/hooksops"])
+def test_paths_beside_the_hook_route_are_json_404(client: FlaskClient, path: str) -> None:
+    body = b"{}"
+    error_of(client.post(path, data=body, headers=sign(body)), 404)
+
+
+def test_an_unexpected_failure_is_a_json_500_and_queues_nothing(
+    app: Flask, client: FlaskClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a source (here: parse raising) answers 500 JSON, never 2xx, and the
+    sender's retry is not taken for a duplicate."""
+    source = app.extensions["relay"].sources["ops"]
+
+    def broken(request: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(source, "parse", broken)
+    body = json.dumps(EVENT).encode()
+    assert error_of(client.post("/hooks/ops", data=body, headers=sign(body)), 500) == {
+        "error": "internal_error",
+        "detail": "the relay failed; see its log",
+    }
+    assert redis_client.llen(keys.FANOUT_QUEUE) == 0
+    monkeypatch.undo()
+    assert client.post("/hooks/ops", data=body, headers=sign(body)).status_code == 202
 
 
 def test_unknown_path_is_json_404(client: FlaskClient) -> None:
