@@ -28,7 +28,8 @@ from relay.config import load_config
 from relay.embedded import free_port
 from relay.settings import Settings
 from workers.context import WorkerContext
-from workers.delivery import fanout, run_delivery
+from workers.delivery import run_delivery
+from workers.fanout import fanout
 
 APP_SECRET = "dingtalk app secret"
 PEOPLE = {

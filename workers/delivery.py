@@ -21,92 +21,24 @@ from typing import Any
 import structlog
 
 from relay import keys
-from relay.config import RetryPolicy, TargetConfig
+from relay.config import TargetConfig
 from relay.errors import (
     DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import GroupEvent
 from relay.gate import Admission, admission, breaker_state
 from relay.redact import redact
 from relay.scripts import ScriptCall, run_together
 from relay.store import Begun
 from workers.context import WorkerContext
-from workers.routing import delivery_id as make_delivery_id
-from workers.routing import route_matches
+from workers.retry_policy import next_attempt_at
 from workers.side_by_side import run_side_by_side
 from workers.targets.base import DeliveryContext
 
 log = structlog.get_logger("relay.delivery")
 LOCK_MARGIN = 5.0  # the task is killed at its time limit; the lock outlives it a little
-
-
-def retry_delay(
-    attempt: int,
-    policy: RetryPolicy,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Full jitter: uniform in [0, min(cap, base·2^(attempt-1))], never below ``retry_after``."""
-    ceiling = min(policy.backoff_cap, policy.backoff_base * 2.0 ** min(attempt - 1, 60))
-    delay = (rng or random).uniform(0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
-
-
-def next_attempt_at(
-    attempt: int,
-    policy: RetryPolicy,
-    *,
-    now: float,
-    window_start: float,
-    retry_after: float | None = None,
-) -> float | None:
-    """When to try again after failed ``attempt``, or ``None`` when the policy is spent."""
-    if attempt >= policy.max_attempts:
-        return None
-    due = now + retry_delay(attempt, policy, retry_after)
-    if due - window_start > policy.max_age:
-        return None
-    return due
-
-
-def fanout(ctx: WorkerContext, event_id: str) -> int:
-    """Create (once) and enqueue one delivery per matching route target."""
-    record = ctx.store.event(event_id)
-    if record is None:
-        ctx.store.redis.zrem(keys.INFLIGHT, f"fanout:{event_id}")
-        log.warning("fanout.missing_event", event_id=event_id)
-        return 0
-    event = GroupEvent.model_validate(record["event"])
-    now = f"{time.time():.6f}"
-    batch: list[tuple[dict[str, str | int], str]] = []
-    for index, route in ctx.config.routes_for(event.source):
-        if not route_matches(route.when, event):
-            continue
-        for target_id in route.targets:
-            target = ctx.targets[target_id]
-            queue = keys.deliver_queue(target.family)
-            fields: dict[str, str | int] = {
-                "id": make_delivery_id(event_id, index, target_id),
-                "event_id": event_id,
-                "source": event.source,
-                "target": target_id,
-                "route": index,
-                "queue": queue,
-                "status": "queued",
-                "attempts": 0,
-                "created_at": now,
-                "window_start": now,
-                "updated_at": now,
-            }
-            batch.append((fields, queue))
-    created = ctx.queue.fan_out(event_id, batch)
-    log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
-    return len(batch)
 
 
 def _attempt(n: int, started: float, elapsed: float, outcome: str, **extra: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from relay.errors import ConfigError
 from relay.logging import configure_logging, quiet_celery_task_lines
 from workers.celery_app import app
 from workers.context import worker_context
-from workers.delivery import fanout as fanout_event
 from workers.delivery import run_deliveries
+from workers.fanout import fanout as fanout_event
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]

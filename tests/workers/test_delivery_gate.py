@@ -17,7 +17,8 @@ from relay.errors import RetryableDeliveryError, TargetThrottled
 from relay.settings import Settings
 from tests.conftest import TEST_SECRET
 from workers.context import WorkerContext
-from workers.delivery import fanout, run_deliveries, run_delivery
+from workers.delivery import run_deliveries, run_delivery
+from workers.fanout import fanout
 from workers.targets.base import DeliveryContext, DeliveryResult
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.config import RetryPolicy
-from workers.delivery import next_attempt_at, retry_delay
+from workers.retry_policy import next_attempt_at, retry_delay
 
 policies = st.builds(
     RetryPolicy,

@@ -1,0 +1,50 @@
+"""Fan-out: one accepted event becomes one delivery per matching route target."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from relay import keys
+from relay.events import GroupEvent
+from workers.context import WorkerContext
+from workers.routing import delivery_id as make_delivery_id
+from workers.routing import route_matches
+
+log = structlog.get_logger("relay.delivery")
+
+
+def fanout(ctx: WorkerContext, event_id: str) -> int:
+    """Create (once) and enqueue one delivery per matching route target."""
+    record = ctx.store.event(event_id)
+    if record is None:
+        ctx.store.redis.zrem(keys.INFLIGHT, f"fanout:{event_id}")
+        log.warning("fanout.missing_event", event_id=event_id)
+        return 0
+    event = GroupEvent.model_validate(record["event"])
+    now = f"{time.time():.6f}"
+    batch: list[tuple[dict[str, str | int], str]] = []
+    for index, route in ctx.config.routes_for(event.source):
+        if not route_matches(route.when, event):
+            continue
+        for target_id in route.targets:
+            target = ctx.targets[target_id]
+            queue = keys.deliver_queue(target.family)
+            fields: dict[str, str | int] = {
+                "id": make_delivery_id(event_id, index, target_id),
+                "event_id": event_id,
+                "source": event.source,
+                "target": target_id,
+                "route": index,
+                "queue": queue,
+                "status": "queued",
+                "attempts": 0,
+                "created_at": now,
+                "window_start": now,
+                "updated_at": now,
+            }
+            batch.append((fields, queue))
+    created = ctx.queue.fan_out(event_id, batch)
+    log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
+    return len(batch)

@@ -1,0 +1,39 @@
+"""When a failed attempt is tried again: exponential backoff with full jitter, capped
+by the target's ``max_attempts`` and ``max_age``, never sooner than ``Retry-After``."""
+
+from __future__ import annotations
+
+import random
+
+from relay.config import RetryPolicy
+
+
+def retry_delay(
+    attempt: int,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^(attempt-1))], never below ``retry_after``."""
+    ceiling = min(policy.backoff_cap, policy.backoff_base * 2.0 ** min(attempt - 1, 60))
+    delay = (rng or random).uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def next_attempt_at(
+    attempt: int,
+    policy: RetryPolicy,
+    *,
+    now: float,
+    window_start: float,
+    retry_after: float | None = None,
+) -> float | None:
+    """When to try again after failed ``attempt``, or ``None`` when the policy is spent."""
+    if attempt >= policy.max_attempts:
+        return None
+    due = now + retry_delay(attempt, policy, retry_after)
+    if due - window_start > policy.max_age:
+        return None
+    return due
