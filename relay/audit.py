@@ -71,6 +71,8 @@ class AuditLog:
         actor: str | None = None,
     ) -> list[AuditEntry]:
         """Newest first; ``before`` (an entry id) pages back through older ones."""
+        if before is not None and _is_zero_id(before):
+            return []  # nothing is older, and Redis refuses the exclusive bound "(0-0"
         found: list[AuditEntry] = []
         cursor = f"({before}" if before else "+"
         while len(found) < limit:
@@ -87,6 +89,12 @@ class AuditLog:
                         break
             cursor = f"({batch[-1][0].decode()}"
         return found
+
+
+def _is_zero_id(entry_id: str) -> bool:
+    """``0-0`` (also spelt ``0``, ``00-0``): the smallest stream id there is."""
+    ms, _, seq = entry_id.partition("-")
+    return ms.strip("0") == "" and seq.strip("0") == "" and bool(ms)
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:

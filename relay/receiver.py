@@ -71,7 +71,11 @@ class IntakeRoute:
             return receive(runtime, request, source_id)
         except IntakeError as error:
             log.info("intake.refused", path=request.path, status=error.status, error=error.code)
-            return _count_after(error_response(error), runtime, source_id, error.code)
+            refused = error_response(error)
+            source = runtime.sources.get(source_id)
+            if source is not None:
+                refused.headers.update(source.refusal_headers(error))
+            return _count_after(refused, runtime, source_id, error.code)
         except Exception:
             log.exception("intake.unexpected_error", path=request.path)
             return Response(_INTERNAL, 500, content_type="application/json")

@@ -89,6 +89,13 @@ def test_the_audit_log_pages_newest_first(redis_client: redis.Redis) -> None:
     assert [e.actor for e in audit.entries(actor="k2")] == ["k2"]
 
 
+@pytest.mark.parametrize("before", ["0-0", "0", "00-000"])
+def test_nothing_is_older_than_the_smallest_id(redis_client: redis.Redis, before: str) -> None:
+    audit = AuditLog(redis_client)
+    audit.record("login", actor="k1", target="d1")
+    assert audit.entries(before=before) == []
+
+
 def test_relay_keys_cli(
     write_config: Callable[..., Path], redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from relay.config import SourceConfig
-from relay.errors import BadRequest
+from relay.errors import BadRequest, IntakeError
 from relay.events import GroupEvent
 
 
@@ -111,6 +111,9 @@ class Source(Protocol):
     def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """What the platform expects once the event from ``request`` is durably queued."""
 
+    def refusal_headers(self, error: IntakeError) -> Mapping[str, str]:
+        """Headers added to a refusal, such as telling the platform not to resend it."""
+
     def sample(self, body: bytes | None = None) -> SignedRequest:
         """A correctly signed request carrying ``body`` (or a sample event)."""
 
@@ -128,6 +131,9 @@ class BaseSource:
 
     def handshake(self, request: InboundRequest) -> Reply | None:
         return None
+
+    def refusal_headers(self, error: IntakeError) -> Mapping[str, str]:
+        return {}
 
     def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         import json

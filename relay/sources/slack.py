@@ -16,6 +16,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -255,6 +256,16 @@ class SlackSource(BaseSource):
         return Parsed(event, f"trigger:{trigger}" if 0 < len(trigger) <= 240 else None)
 
     # -- answers ---------------------------------------------------------------------------------
+
+    def refusal_headers(self, error: IntakeError) -> Mapping[str, str]:
+        """``X-Slack-No-Retry: 1`` when resending the same request cannot help (a body
+        that is not an event, too large, of the wrong type): Slack would otherwise send
+        it three more times. A 401 is left to Slack's retries (they succeed once a
+        wrong signing secret is corrected), and so are 429 and 503 (they succeed once
+        the relay can queue again)."""
+        if error.status in (400, 413, 415, 422):
+            return {"X-Slack-No-Retry": "1"}
+        return {}
 
     def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """200 for both (Slack retries anything else); a command gets a message to show."""

@@ -1147,3 +1147,40 @@ def test_fuzz_one_header_replaced(
     headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
     headers[name] = value
     check(fuzz_client.post("/hooks/slack", data=body, headers=headers))
+
+
+# -- X-Slack-No-Retry on refusals a resend cannot fix -----------------------------------------
+
+
+def test_a_body_that_is_not_an_event_tells_slack_not_to_resend(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    body = b'{"type": "event_callback"'  # cut short: never valid, however often resent
+    response = post(client, body, sign(body))
+    assert_refused(response, 400, "invalid_json", redis_client)
+    assert response.headers["X-Slack-No-Retry"] == "1"
+
+
+def test_a_wrong_content_type_tells_slack_not_to_resend(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    body = b"<xml/>"
+    response = post(client, body, sign(body, content_type="application/xml"))
+    assert_refused(response, 415, None, redis_client)
+    assert response.headers["X-Slack-No-Retry"] == "1"
+
+
+def test_a_bad_signature_leaves_slack_retrying(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    """A wrong signing secret may be corrected within Slack's retry window."""
+    body = envelope({"type": "message", "text": "hi", "channel": "C1", "user": "U1"})
+    response = post(client, body, sign(body, secret="not-the-secret"))
+    assert_refused(response, 401, "invalid_signature", redis_client)
+    assert "X-Slack-No-Retry" not in response.headers
+
+
+def test_other_sources_never_send_the_slack_header(client: FlaskClient) -> None:
+    response = client.post("/hooks/nope", data=b"{", headers={"Content-Type": "application/json"})
+    assert response.status_code == 404
+    assert "X-Slack-No-Retry" not in response.headers
