@@ -100,7 +100,8 @@ return 1
 
 _REPLAY = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'status', 'queued', 'attempts', 0, 'window_start', ARGV[4],
+local spent = redis.call('HGET', KEYS[2], 'attempts') or '0'
+redis.call('HSET', KEYS[2], 'status', 'queued', 'attempt_base', spent, 'window_start', ARGV[4],
            'replayed_at', ARGV[4], 'updated_at', ARGV[4])
 redis.call('HDEL', KEYS[2], 'dead_at', 'dead_reason')
 redis.call('HINCRBY', KEYS[2], 'replays', 1)
@@ -239,7 +240,10 @@ class Queue:
         )
 
     def replay(self, delivery_id: str, queue: str) -> bool:
-        """Send a dead letter again under the same delivery id; false if not dead (any more)."""
+        """Send a dead letter again under the same delivery id; false if not dead (any more).
+
+        The retry policy starts over from here (``attempt_base``, a fresh ``max_age``
+        window); the attempt counter does not, so attempt records stay numbered."""
         now = time.time()
         message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
         return bool(

@@ -105,6 +105,13 @@ class Begun:
     delivery: dict[str, str] = field(default_factory=dict)  # as it was before this run
     event_json: str | None = None
 
+    @property
+    def attempt_since_replay(self) -> int:
+        """This attempt's number counted from the last replay: what the retry policy
+        (``max_attempts``, backoff) applies to. ``attempt`` itself keeps counting, so
+        attempt records stay numbered across replays."""
+        return self.attempt - int(self.delivery.get("attempt_base") or 0)
+
 
 @dataclass(frozen=True)
 class DeadLetter:

@@ -74,7 +74,7 @@ class Delivery(_Model):
     route: int | None
     queue: str
     status: str = Field(description="`queued`, `running`, `scheduled`, `delivered` or `dead`.")
-    attempts: int
+    attempts: int = Field(description="Attempts made, counted across replays.")
     replays: int
     created_at: float | None
     updated_at: float | None

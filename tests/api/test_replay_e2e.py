@@ -31,8 +31,8 @@ def test_a_replayed_dead_letter_is_delivered_under_its_id(pipeline: Any, redis_c
     detail = api("GET", f"/events/{event_id}")
     [delivery] = detail["deliveries"]
     assert delivery["replays"] == 1
-    outcomes = [(a["outcome"], a["status"]) for a in delivery["attempts_log"]]
-    assert outcomes == [("failed", 410), ("delivered", 200)]
+    outcomes = [(a["n"], a["outcome"], a["status"]) for a in delivery["attempts_log"]]
+    assert outcomes == [(1, "failed", 410), (2, "delivered", 200)]
     assert all(a["duration_ms"] is not None for a in delivery["attempts_log"])
     sink_state = api("GET", "/targets/sink")
     assert sink_state["windows"]["5m"]["attempts"] == 2

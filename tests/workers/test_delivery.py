@@ -133,3 +133,28 @@ def test_an_adapter_traceback_is_logged_without_secrets(
     logged = "".join(capsys.readouterr())
     assert "deliver.adapter_error" in logged and "could not sign with [redacted]" in logged
     assert TEST_SECRET not in logged
+
+
+def test_a_replay_gets_a_fresh_budget_and_numbering_goes_on(context: WorkerContext) -> None:
+    """After a replay the retry policy starts over (``max_attempts`` 2 again), while the
+    attempt records keep counting, so the history reads #1, #2, #3, #4."""
+    context.targets["out"] = BuggyAdapter()  # type: ignore[assignment]
+    delivery_id = accept(context)
+    assert run_delivery(context, delivery_id) == "retry"
+    time.sleep(0.05)
+    assert run_delivery(context, delivery_id) == "dead"
+    assert context.queue.replay(delivery_id, keys.deliver_queue("storage"))
+    delivery = context.store.delivery(delivery_id) or {}
+    assert delivery["attempts"] == "2" and delivery["status"] == "queued"
+    assert run_delivery(context, delivery_id) == "retry"  # not dead at once: a new budget
+    time.sleep(0.05)
+    assert run_delivery(context, delivery_id) == "dead"
+    delivery = context.store.delivery(delivery_id) or {}
+    assert delivery["dead_reason"] == "retries exhausted after 2 attempts"
+    attempts = context.store.attempts(delivery_id)
+    assert [(a["n"], a["outcome"]) for a in attempts] == [
+        (1, "retry"),
+        (2, "failed"),
+        (3, "retry"),
+        (4, "failed"),
+    ]
