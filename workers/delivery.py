@@ -227,7 +227,7 @@ def _claim(ctx: WorkerContext, delivery_id: str, begun: Begun) -> _Claimed | str
         )
         return _dead(ctx, bound, delivery_id, None, reason, event_json or "null")
     policy = target_config.retry
-    if begun.attempt > policy.max_attempts:
+    if begun.attempt_since_replay > policy.max_attempts:
         reason = f"gave up after {policy.max_attempts} attempts"
         return _dead(ctx, bound, delivery_id, None, reason, event_json)
 
@@ -285,15 +285,15 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
         due = None
     else:
         due = next_attempt_at(
-            begun.attempt,
+            begun.attempt_since_replay,
             policy,
             now=time.time(),
             retry_after=retry_after,
             window_start=float(delivery.get("window_start") or started),
         )
         reason = (
-            f"retries exhausted after {begun.attempt} attempts"
-            if begun.attempt >= policy.max_attempts
+            f"retries exhausted after {begun.attempt_since_replay} attempts"
+            if begun.attempt_since_replay >= policy.max_attempts
             else f"max_age {policy.max_age:g}s reached"
         )
     if due is None:
