@@ -20,9 +20,9 @@ from relay import keys
 from relay.apikeys import ApiKeys
 from relay.events import GroupEvent, Party
 from relay.runtime import Runtime
+from tests import records
 from tests.conftest import TEST_SECRET
 from tests.test_pipeline import pipeline  # noqa: F401 - a real worker, scheduler and sink
-from workers.routing import delivery_id as make_delivery_id
 
 ADDR = "203.0.113.7"
 
@@ -125,31 +125,13 @@ class Api:
             sender=Party(id="u1", name="Ann"),
             text=text,
         )
-        self.runtime.queue.accept_event(
-            source, event.id, event.to_json(), dedupe_key=None, dedupe_ttl=60
-        )
+        records.accept(self.runtime, event)
         if received_at is not None:
             self.redis.zadd(keys.EVENTS, {event.id: received_at})
             self.redis.hset(keys.event(event.id), "received_at", f"{received_at:.6f}")
         if not fan_out:
             return event.id, []
-        batch: list[tuple[dict[str, str | int], str]] = []
-        for index, route in self.runtime.config.routes_for(source):
-            for target in route.targets:
-                fields: dict[str, str | int] = {
-                    "id": make_delivery_id(event.id, index, target),
-                    "event_id": event.id,
-                    "source": source,
-                    "target": target,
-                    "route": index,
-                    "queue": keys.deliver_queue("webhook"),
-                    "status": "queued",
-                    "attempts": 0,
-                    "created_at": f"{time.time():.6f}",
-                }
-                batch.append((fields, keys.deliver_queue("webhook")))
-        self.runtime.queue.fan_out(event.id, batch)
-        return event.id, sorted(str(f["id"]) for f, _ in batch)
+        return event.id, records.fan_out(self.runtime, event)
 
     def attempt(self, delivery_id: str, n: int = 1, **extra: Any) -> dict[str, Any]:
         record = {
@@ -167,11 +149,7 @@ class Api:
 
     def kill(self, delivery_id: str, *, dead_at: float | None = None) -> None:
         """Dead-letter a delivery as the worker does after a permanent failure."""
-        d = self.runtime.store.delivery(delivery_id) or {}
-        data = self.redis.hget(keys.event(d["event_id"]), "data") or b"null"
-        record = {"n": 1, "started_at": time.time(), "duration_ms": 3.0, "outcome": "failed",
-                  "status": 410, "response": "gone", "error": "HTTP 410"}  # fmt: skip
-        self.runtime.store.finish_dead(delivery_id, record, "permanent failure", data.decode())
+        records.kill(self.runtime, delivery_id)
         if dead_at is not None:
             self.redis.zadd(keys.DLQ, {delivery_id: dead_at})
             self.redis.hset(keys.delivery(delivery_id), "dead_at", f"{dead_at:.6f}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,11 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
-from relay import keys
 from relay.apikeys import ApiKeys
 from relay.events import GroupEvent, Party
 from relay.runtime import Runtime
+from tests import records
 from tests.conftest import ROOT, TEST_SECRET
-from workers.routing import delivery_id as make_delivery_id
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
@@ -114,34 +112,12 @@ class Dash:
             sender=Party(id="u1", name="Ann"),
             text=text,
         )
-        self.runtime.queue.accept_event(
-            source, event.id, event.to_json(), dedupe_key=None, dedupe_ttl=60
-        )
-        batch: list[tuple[dict[str, str | int], str]] = []
-        for index, route in self.runtime.config.routes_for(source):
-            for target in route.targets:
-                fields: dict[str, str | int] = {
-                    "id": make_delivery_id(event.id, index, target),
-                    "event_id": event.id,
-                    "source": source,
-                    "target": target,
-                    "route": index,
-                    "queue": keys.deliver_queue("webhook"),
-                    "status": "queued",
-                    "attempts": 0,
-                    "created_at": f"{time.time():.6f}",
-                }
-                batch.append((fields, keys.deliver_queue("webhook")))
-        self.runtime.queue.fan_out(event.id, batch)
-        return event.id, sorted(str(f["id"]) for f, _ in batch)
+        records.accept(self.runtime, event)
+        return event.id, records.fan_out(self.runtime, event)
 
     def kill(self, delivery_id: str) -> None:
         """Dead-letter a delivery as the worker does after a permanent failure."""
-        d = self.runtime.store.delivery(delivery_id) or {}
-        data = self.redis.hget(keys.event(d["event_id"]), "data") or b"null"
-        attempt = {"n": 1, "started_at": time.time(), "duration_ms": 3.0, "outcome": "failed",
-                   "status": 410, "response": "gone", "error": "HTTP 410"}  # fmt: skip
-        self.runtime.store.finish_dead(delivery_id, attempt, "permanent failure", data.decode())
+        records.kill(self.runtime, delivery_id)
 
     def dead(self, source: str = "ops", text: str = "hello") -> str:
         """One new dead letter; its delivery id."""

@@ -1,0 +1,47 @@
+"""Records as intake and the workers write them, for API and dashboard tests."""
+
+from __future__ import annotations
+
+import time
+
+from relay import keys
+from relay.events import GroupEvent
+from relay.runtime import Runtime
+from workers.routing import delivery_id as make_delivery_id
+
+
+def accept(runtime: Runtime, event: GroupEvent) -> None:
+    """Queue ``event`` as intake does."""
+    runtime.queue.accept_event(
+        event.source, event.id, event.to_json(), dedupe_key=None, dedupe_ttl=60
+    )
+
+
+def fan_out(runtime: Runtime, event: GroupEvent) -> list[str]:
+    """Create the event's deliveries as a worker's fan-out does; their ids, sorted."""
+    batch: list[tuple[dict[str, str | int], str]] = []
+    for index, route in runtime.config.routes_for(event.source):
+        for target in route.targets:
+            fields: dict[str, str | int] = {
+                "id": make_delivery_id(event.id, index, target),
+                "event_id": event.id,
+                "source": event.source,
+                "target": target,
+                "route": index,
+                "queue": keys.deliver_queue("webhook"),
+                "status": "queued",
+                "attempts": 0,
+                "created_at": f"{time.time():.6f}",
+            }
+            batch.append((fields, keys.deliver_queue("webhook")))
+    runtime.queue.fan_out(event.id, batch)
+    return sorted(str(f["id"]) for f, _ in batch)
+
+
+def kill(runtime: Runtime, delivery_id: str) -> None:
+    """Dead-letter a delivery as the worker does after a permanent failure."""
+    d = runtime.store.delivery(delivery_id) or {}
+    data = runtime.redis.hget(keys.event(d["event_id"]), "data") or b"null"
+    record = {"n": 1, "started_at": time.time(), "duration_ms": 3.0, "outcome": "failed",
+              "status": 410, "response": "gone", "error": "HTTP 410"}  # fmt: skip
+    runtime.store.finish_dead(delivery_id, record, "permanent failure", data.decode())
