@@ -65,9 +65,7 @@ class IntakeRoute:
         runtime = self.runtime
         try:
             if request.method not in ("GET", "POST"):
-                refused = Response(_METHOD_NOT_ALLOWED, 405, {"Allow": "POST"})
-                refused.content_type = "application/json"
-                return _count_after(refused, runtime, source_id, "method_not_allowed")
+                return _method_not_allowed(runtime, source_id)
             return receive(runtime, request, source_id)
         except IntakeError as error:
             log.info("intake.refused", path=request.path, status=error.status, error=error.code)
@@ -143,6 +141,12 @@ def _respond(reply: Reply) -> Response:
     return response
 
 
+def _method_not_allowed(runtime: Runtime, source_id: str) -> Response:
+    refused = Response(_METHOD_NOT_ALLOWED, 405, {"Allow": "POST"})
+    refused.content_type = "application/json"
+    return _count_after(refused, runtime, source_id, "method_not_allowed")
+
+
 def receive(runtime: Runtime, request: Request, source_id: str) -> Response:
     """Handshake, or verify → parse → enqueue; refusals are raised as ``IntakeError``."""
     started = time.perf_counter()
@@ -154,9 +158,7 @@ def receive(runtime: Runtime, request: Request, source_id: str) -> Response:
     if handshake is not None:
         return _respond(handshake)
     if inbound.method != "POST":
-        refused = Response(_METHOD_NOT_ALLOWED, 405, {"Allow": "POST"})
-        refused.content_type = "application/json"
-        return _count_after(refused, runtime, source_id, "method_not_allowed")
+        return _method_not_allowed(runtime, source_id)
     source.verify(inbound)
     runtime.inbound_limit(source_id)
     parsed = source.parse(inbound)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import redis
+
 from relay import keys
+from relay.apikeys import ApiKeys
 from relay.events import GroupEvent
 from relay.runtime import Runtime
 from workers.routing import delivery_id as make_delivery_id
@@ -45,3 +48,13 @@ def kill(runtime: Runtime, delivery_id: str) -> None:
     record = {"n": 1, "started_at": time.time(), "duration_ms": 3.0, "outcome": "failed",
               "status": 410, "response": "gone", "error": "HTTP 410"}  # fmt: skip
     runtime.store.finish_dead(delivery_id, record, "permanent failure", data.decode())
+
+
+def scoped_keys(client: redis.Redis) -> tuple[dict[str, str], dict[str, str]]:
+    """One API key per scope: tokens and key ids by scope."""
+    tokens, key_ids = {}, {}
+    store = ApiKeys(client)
+    for scope in ("read", "replay", "admin"):
+        key, token = store.create(f"{scope} key", scope)
+        tokens[scope], key_ids[scope] = token, key.id
+    return tokens, key_ids

@@ -17,7 +17,6 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from relay import keys
-from relay.apikeys import ApiKeys
 from relay.events import GroupEvent, Party
 from relay.runtime import Runtime
 from tests import records
@@ -167,10 +166,9 @@ def make_api(
         app = make_app(write_config(config or api_config()))
         runtime: Runtime = app.extensions["relay"]
         api = Api(app, app.test_client(), runtime, redis_client)
-        store = ApiKeys(redis_client)
-        for scope in ("read", "replay", "admin"):
-            key, token = store.create(f"{scope} key", scope)
-            api.tokens[scope], api.key_ids[scope] = token, key.id
+        tokens, key_ids = records.scoped_keys(redis_client)
+        api.tokens.update(tokens)
+        api.key_ids.update(key_ids)
         return api
 
     yield make

@@ -23,7 +23,6 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
-from relay.apikeys import ApiKeys
 from relay.events import GroupEvent, Party
 from relay.runtime import Runtime
 from tests import records
@@ -142,10 +141,9 @@ def make_dash(
     def make(config: dict[str, Any] | None = None, **settings: Any) -> Dash:
         app = make_app(write_config(config or dash_config()), **settings)
         dash = Dash(app, app.extensions["relay"], redis_client)
-        store = ApiKeys(redis_client)
-        for scope in ("read", "replay", "admin"):
-            key, token = store.create(f"{scope} key", scope)
-            dash.tokens[scope], dash.key_ids[scope] = token, key.id
+        tokens, key_ids = records.scoped_keys(redis_client)
+        dash.tokens.update(tokens)
+        dash.key_ids.update(key_ids)
         return dash
 
     return make
