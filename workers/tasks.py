@@ -10,6 +10,7 @@ from celery.signals import worker_init
 from relay import keys
 from relay.errors import ConfigError
 from relay.logging import configure_logging, quiet_celery_task_lines
+from workers import green_redis
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import run_deliveries
@@ -22,6 +23,7 @@ def _load_config_at_start(**_: Any) -> None:
     settings = app.conf.relay_settings
     configure_logging(settings)
     quiet_celery_task_lines(settings)
+    green_redis.use_os_poll_for_idle_checks()  # under -P gevent, select is patched by now
     try:
         worker_context(settings)
     except ConfigError as exc:
