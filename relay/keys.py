@@ -83,3 +83,35 @@ def api_key(key_id: str) -> str:
 def source_rate(source_id: str, rate_index: int) -> str:
     """ZSET of accepted request times inside one inbound rate window of a source."""
     return f"{PREFIX}source:{source_id}:rate:{rate_index}"
+
+
+def poll_offset(source_id: str) -> str:
+    """The next ``getUpdates`` offset (last queued ``update_id`` + 1) of a polled source."""
+    return f"{PREFIX}poll:{source_id}:offset"
+
+
+STATS_SOURCES = PREFIX + "stats:sources"  # HASH, cumulative counts per source, never expires
+STATS_TARGETS = PREFIX + "stats:targets"  # HASH, cumulative counts per target, never expires
+
+
+def stats_minute(minute: int) -> str:
+    """HASH of one minute's counts; ``minute`` is its start in epoch seconds."""
+    return f"{PREFIX}stats:minute:{minute}"
+
+
+DASHBOARD_SECRET_KEY = PREFIX + "dashboard:secret_key"  # STRING, the generated signing key
+
+
+def dashboard_session(sid: str) -> str:
+    """STRING: the key id a logged-in dashboard session belongs to; expires with it."""
+    return f"{PREFIX}dashboard:session:{sid}"
+
+
+def sent_steps(kind: str, delivery_id: str) -> str:
+    """SET of the steps (URLs, messages) of one delivery a multi-step target already sent."""
+    return f"{PREFIX}{kind}:sent:{delivery_id}"
+
+
+def dingtalk_token(digest: str) -> str:
+    """STRING: a cached DingTalk app access token, by digest of API base and app key."""
+    return f"{PREFIX}dingtalk:token:{digest}"

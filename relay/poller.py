@@ -39,11 +39,6 @@ READ_MARGIN = 10.0  # seconds a long poll may take beyond its own timeout
 MAX_RETRY_AFTER = 3600.0
 
 
-def offset_key(source_id: str) -> str:
-    """The next ``getUpdates`` offset (last queued ``update_id`` + 1) of a source."""
-    return f"{keys.PREFIX}poll:{source_id}:offset"
-
-
 class PollError(RelayError):
     """Polling cannot go on (wrong source, bad token, a webhook is set): exit non-zero."""
 
@@ -114,7 +109,7 @@ class Poller:
 
     def load_offset(self) -> None:
         try:
-            raw = self.runtime.redis.get(offset_key(self.source_id))
+            raw = self.runtime.redis.get(keys.poll_offset(self.source_id))
         except redis.RedisError as exc:
             raise Retry(f"redis unavailable ({type(exc).__name__})", self._backoff()) from None
         self.offset = int(raw) if raw else None
@@ -122,7 +117,7 @@ class Poller:
 
     def _save_offset(self, offset: int) -> None:
         try:
-            self.runtime.redis.set(offset_key(self.source_id), str(offset))
+            self.runtime.redis.set(keys.poll_offset(self.source_id), str(offset))
         except redis.RedisError as exc:
             raise Retry(f"redis unavailable ({type(exc).__name__})", self._backoff()) from None
         self.offset = offset

@@ -161,8 +161,8 @@ class Queue:
                 keys.INFLIGHT,
                 keys.EVENTS,
                 keys.single_use(source_id, single_use or "-"),
-                stats.SOURCES,
-                stats.minute_key(stats.minute_of(now)),
+                keys.STATS_SOURCES,
+                keys.stats_minute(stats.minute_of(now)),
             ],
             args=[
                 event_id,

@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from relay.keys import PREFIX
+from relay import keys
 
 # Histogram upper bounds of attempt durations, in milliseconds (``+Inf`` is implied).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -41,15 +41,8 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 MINUTE_TTL = 2 * 3600  # per-minute hashes live this long: windows and charts up to 2 h
 UNKNOWN_SOURCE = "(unknown)"  # refusals for a source id that is not configured
 
-SOURCES = PREFIX + "stats:sources"  # HASH, cumulative, per source
-TARGETS = PREFIX + "stats:targets"  # HASH, cumulative, per target
 SERIES = ("received", "delivered", "failed", "dead")
 INF = "+Inf"
-
-
-def minute_key(minute: int) -> str:
-    """The hash of one minute's counts; ``minute`` is its start in epoch seconds."""
-    return f"{PREFIX}stats:minute:{minute}"
 
 
 def minute_of(now: float) -> int:
@@ -108,7 +101,7 @@ class Stats:
         """Per source id since the counters began: {"accepted": int, "duplicates": int,
         "rejected": {reason_code: int}}."""
         out: dict[str, dict[str, Any]] = {}
-        for field, value in self.redis.hgetall(SOURCES).items():
+        for field, value in self.redis.hgetall(keys.STATS_SOURCES).items():
             source, _, rest = field.decode().partition("|")
             entry = out.setdefault(source, {"accepted": 0, "duplicates": 0, "rejected": {}})
             kind, _, code = rest.partition("|")
@@ -123,7 +116,7 @@ class Stats:
         int}, "waits": {reason: int}, "latency": {"buckets": {le_ms: cumulative_count},
         "sum_ms": float, "count": int}}."""
         raw: dict[str, dict[str, Any]] = {}
-        for field, value in self.redis.hgetall(TARGETS).items():
+        for field, value in self.redis.hgetall(keys.STATS_TARGETS).items():
             target, kind, label = (field.decode().split("|", 2) + ["", ""])[:3]
             entry = raw.setdefault(
                 target, {"outcomes": {}, "waits": {}, "le": {}, "sum_ms": 0.0, "count": 0}
@@ -163,7 +156,7 @@ class Stats:
         fields += [f"{target_id}|le|{label}" for label in labels]
         pipe = self.redis.pipeline(transaction=False)
         for minute in self._minutes(count):
-            pipe.hmget(minute_key(minute), fields)
+            pipe.hmget(keys.stats_minute(minute), fields)
         delivered = failed = 0
         per_bucket = dict.fromkeys(labels, 0)
         for row in pipe.execute():
@@ -190,7 +183,7 @@ class Stats:
         stamps = self._minutes(max(1, min(minutes, MINUTE_TTL // 60)))
         pipe = self.redis.pipeline(transaction=False)
         for minute in stamps:
-            pipe.hmget(minute_key(minute), list(SERIES))
+            pipe.hmget(keys.stats_minute(minute), list(SERIES))
         rows = pipe.execute()
         return {
             name: [(minute, _int(row[i])) for minute, row in zip(stamps, rows, strict=True)]
@@ -218,4 +211,4 @@ end
 def count_refusal(client: redis.Redis, source_id: str, code: str) -> None:
     """One refused request of ``source_id`` (already mapped to ``UNKNOWN_SOURCE`` if it is
     not configured); raises ``redis.RedisError`` for the caller to swallow."""
-    client.hincrby(SOURCES, f"{source_id}|rejected|{code}", 1)
+    client.hincrby(keys.STATS_SOURCES, f"{source_id}|rejected|{code}", 1)

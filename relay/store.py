@@ -16,7 +16,7 @@ import redis
 
 from relay import keys
 from relay.scripts import ScriptCall, run_together
-from relay.stats import LUA_COUNT_ATTEMPT, MINUTE_TTL, TARGETS, bucket_label, minute_key, minute_of
+from relay.stats import LUA_COUNT_ATTEMPT, MINUTE_TTL, bucket_label, minute_of
 
 _BEGIN = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -227,8 +227,8 @@ class Store:
                 keys.INFLIGHT,
                 keys.lock(delivery_id),
                 keys.SCHEDULE,
-                TARGETS,
-                minute_key(minute_of(time.time())),
+                keys.STATS_TARGETS,
+                keys.stats_minute(minute_of(time.time())),
             ],
             [
                 json.dumps(attempt) if attempt else "",
@@ -321,8 +321,8 @@ class Store:
                 keys.INFLIGHT,
                 keys.SCHEDULE,
                 keys.lock(delivery_id),
-                TARGETS,
-                minute_key(minute_of(now)),
+                keys.STATS_TARGETS,
+                keys.stats_minute(minute_of(now)),
             ],
             [
                 json.dumps(attempt) if attempt else "",

@@ -29,7 +29,7 @@ from relay import keys
 from relay.cli import main
 from relay.config import parse_config
 from relay.embedded import EmbeddedRedis, free_port
-from relay.poller import Poller, PollError, Retry, offset_key
+from relay.poller import Poller, PollError, Retry
 from relay.runtime import Runtime
 from relay.settings import Settings
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET, wait_for
@@ -155,7 +155,7 @@ def test_batches_follow_offsets_into_the_queue(
     poller = make_poller(allowed_updates=["message", "edited_message"])
     assert poller.poll_once() == 3
     assert redis_client.llen(keys.FANOUT_QUEUE) == 3
-    assert redis_client.get(offset_key("tg")) == b"103"
+    assert redis_client.get(keys.poll_offset("tg")) == b"103"
     stored = events(redis_client)
     assert [e["text"] for e in stored] == ["message 100", "message 101", "message 102"]
     assert {e["type"] for e in stored} == {"message.created"}
@@ -172,7 +172,7 @@ def test_batches_follow_offsets_into_the_queue(
     assert api.params[0]["timeout"] == "1" and api.params[0]["limit"] == "100"
     assert json.loads(api.params[0]["allowed_updates"]) == ["message", "edited_message"]
     assert update_ids(redis_client) == [100, 101, 102, 103]
-    assert redis_client.get(offset_key("tg")) == b"104"
+    assert redis_client.get(keys.poll_offset("tg")) == b"104"
 
 
 def test_restart_continues_from_the_saved_offset(
@@ -194,14 +194,14 @@ def test_queued_but_offset_not_saved_is_not_queued_twice(
     """A crash between enqueue and the offset save: the update comes again, dedupe drops it."""
     api.add(10, 11)
     assert make_poller().poll_once() == 2
-    redis_client.delete(offset_key("tg"))  # as if the process died before saving it
+    redis_client.delete(keys.poll_offset("tg"))  # as if the process died before saving it
     api.add(12)
     again = make_poller()
     assert again.poll_once() == 1  # 10 and 11 were fetched again, and were duplicates
     assert api.offsets == [None, None]
     assert update_ids(redis_client) == [10, 11, 12]
     assert redis_client.llen(keys.FANOUT_QUEUE) == 3
-    assert redis_client.get(offset_key("tg")) == b"13"
+    assert redis_client.get(keys.poll_offset("tg")) == b"13"
 
 
 def test_redis_unreachable_does_not_advance_the_offset(
@@ -226,7 +226,7 @@ def test_redis_unreachable_does_not_advance_the_offset(
         server.start()  # same port and AOF: the saved offset is back
         assert poller.poll_once() == 2
         assert api.offsets == [None, 3, 3]
-        assert client.get(offset_key("tg")) == b"5"
+        assert client.get(keys.poll_offset("tg")) == b"5"
         assert update_ids(client) == [1, 2, 3, 4]
         client.close()
     finally:
@@ -255,7 +255,10 @@ def test_conflict_with_a_webhook_names_delete_webhook(
         make_poller().poll_once()
     message = str(info.value)
     assert "deleteWebhook" in message and "409" in message and BOT_TOKEN not in message
-    assert redis_client.get(offset_key("tg")) is None and redis_client.llen(keys.FANOUT_QUEUE) == 0
+    assert (
+        redis_client.get(keys.poll_offset("tg")) is None
+        and redis_client.llen(keys.FANOUT_QUEUE) == 0
+    )
 
 
 def test_conflict_with_another_poller_is_retried(
@@ -420,7 +423,7 @@ def test_cli_runs_until_sigterm(
             cwd=ROOT,
         )
     try:
-        wait_for(lambda: redis_client.get(offset_key("tg")) == b"2", timeout=30)
+        wait_for(lambda: redis_client.get(keys.poll_offset("tg")) == b"2", timeout=30)
         wait_for(lambda: len(api.offsets) >= 3)  # now waiting in a 30 s long poll
         time.sleep(0.2)
         started = time.monotonic()

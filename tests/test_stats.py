@@ -105,9 +105,9 @@ def test_intake_counts_accepted_and_duplicates_per_source_and_minute(
     }
     series = Stats(redis_client).series(minutes=1)
     assert series["received"][0][1] == 3
-    minute = stats.minute_key(series["received"][0][0])
+    minute = keys.stats_minute(series["received"][0][0])
     assert 0 < redis_client.ttl(minute) <= stats.MINUTE_TTL
-    assert redis_client.ttl(stats.SOURCES) == -1  # cumulative counters never expire
+    assert redis_client.ttl(keys.STATS_SOURCES) == -1  # cumulative counters never expire
 
 
 # -- the receiver's refusals ------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_refusals_are_counted_by_source_and_code(app: Flask, redis_client: redis
     }
     # Made-up source ids create no keys and no fields of their own.
     assert not [k for k in redis_client.keys("*") if b"nope" in k]
-    assert not [f for f in redis_client.hkeys(stats.SOURCES) if b"nope" in f]
+    assert not [f for f in redis_client.hkeys(keys.STATS_SOURCES) if b"nope" in f]
 
 
 def test_a_refusal_stays_a_4xx_when_redis_is_away(
@@ -218,7 +218,7 @@ def test_finish_scripts_count_outcomes_latency_and_waits(
     assert redis_client.ttl(keys.delivery("d2")) == -1
     assert redis_client.zscore(keys.DLQ, "d3") is not None
     assert redis_client.hget(keys.delivery("d4"), "waiting") == b"rate_limited"
-    assert redis_client.ttl(stats.TARGETS) == -1
+    assert redis_client.ttl(keys.STATS_TARGETS) == -1
 
     window = Stats(redis_client).target_window("hook", 300)
     assert window == {

@@ -31,12 +31,6 @@ from relay.runtime import Runtime
 PREFIX = "/dashboard"
 COOKIE = "relay_dashboard"
 SESSION_LIFETIME = 12 * 3600  # seconds from login to the end of a session
-SECRET_KEY = keys.PREFIX + "dashboard:secret_key"  # STRING, the generated signing key
-
-
-def session_record(sid: str) -> str:
-    """STRING: the key id a logged-in session belongs to; expires with the session."""
-    return f"{keys.PREFIX}dashboard:session:{sid}"
 
 
 def runtime() -> Runtime:
@@ -54,10 +48,10 @@ def secret_key(rt: Runtime) -> str:
     cached = g.get("_dashboard_secret")
     if cached:
         return str(cached)
-    stored = rt.redis.get(SECRET_KEY)
+    stored = rt.redis.get(keys.DASHBOARD_SECRET_KEY)
     if stored is None:
-        rt.redis.set(SECRET_KEY, secrets.token_urlsafe(48), nx=True)
-        stored = rt.redis.get(SECRET_KEY)
+        rt.redis.set(keys.DASHBOARD_SECRET_KEY, secrets.token_urlsafe(48), nx=True)
+        stored = rt.redis.get(keys.DASHBOARD_SECRET_KEY)
     value = stored.decode() if isinstance(stored, bytes) else str(stored)
     g._dashboard_secret = value
     return value
@@ -73,16 +67,16 @@ def new_id() -> str:
 
 
 def start(sid: str, key_id: str) -> None:
-    runtime().redis.set(session_record(sid), key_id, ex=SESSION_LIFETIME)
+    runtime().redis.set(keys.dashboard_session(sid), key_id, ex=SESSION_LIFETIME)
 
 
 def end(sid: str) -> None:
-    runtime().redis.delete(session_record(sid))
+    runtime().redis.delete(keys.dashboard_session(sid))
 
 
 def key_of(sid: str) -> str | None:
     """The key id of a live session, or None once it expired or was logged out."""
-    value = runtime().redis.get(session_record(sid))
+    value = runtime().redis.get(keys.dashboard_session(sid))
     return value.decode() if isinstance(value, bytes) else value
 
 

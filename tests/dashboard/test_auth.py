@@ -10,6 +10,7 @@ from collections.abc import Callable
 import redis
 from flask.testing import FlaskClient
 
+from relay import keys
 from relay.apikeys import ApiKeys
 from relay.dashboard import session as sessions
 from tests.dashboard.conftest import ADDR, Dash, csrf_of
@@ -90,8 +91,8 @@ def test_the_session_holds_the_key_id_never_the_key(dash: Dash, redis_client: re
     assert data["key"] == dash.key_ids["replay"]
     assert dash.tokens["replay"] not in json.dumps(data)
     sid = str(data["sid"])
-    assert redis_client.get(sessions.session_record(sid)) == dash.key_ids["replay"].encode()
-    ttl = redis_client.ttl(sessions.session_record(sid))
+    assert redis_client.get(keys.dashboard_session(sid)) == dash.key_ids["replay"].encode()
+    ttl = redis_client.ttl(keys.dashboard_session(sid))
     assert sessions.SESSION_LIFETIME - 60 < ttl <= sessions.SESSION_LIFETIME
 
 
@@ -167,7 +168,7 @@ def test_web_processes_share_the_generated_key_through_redis(
 ) -> None:
     first = make_dash()
     client = first.login("read")
-    stored = redis_client.get(sessions.SECRET_KEY)
+    stored = redis_client.get(keys.DASHBOARD_SECRET_KEY)
     assert stored and len(stored) >= 48
     second = make_dash()  # another gunicorn worker: same Redis, its own app
     other = second.client()
@@ -175,7 +176,7 @@ def test_web_processes_share_the_generated_key_through_redis(
     assert cookie is not None
     other.set_cookie(sessions.COOKIE, cookie.value, domain="localhost", path="/dashboard")
     assert other.get("/dashboard/").status_code == 200
-    assert redis_client.get(sessions.SECRET_KEY) == stored  # SET NX kept the first
+    assert redis_client.get(keys.DASHBOARD_SECRET_KEY) == stored  # SET NX kept the first
 
 
 def test_a_configured_secret_key_is_used_and_nothing_is_generated(
@@ -183,7 +184,7 @@ def test_a_configured_secret_key_is_used_and_nothing_is_generated(
 ) -> None:
     configured = make_dash(secret_key="configured-" + "k" * 40)
     client = configured.login("read")
-    assert redis_client.get(sessions.SECRET_KEY) is None
+    assert redis_client.get(keys.DASHBOARD_SECRET_KEY) is None
     other = make_dash()  # a process without the setting signs with another key
     stranger = other.client()
     cookie = client.get_cookie(sessions.COOKIE, path="/dashboard")
@@ -198,4 +199,4 @@ def test_intake_api_and_health_never_open_a_session(dash: Dash, redis_client: re
         response = client.get(path)
         assert "Set-Cookie" not in response.headers, path
         assert "Cookie" not in response.headers.get("Vary", ""), path
-    assert redis_client.get(sessions.SECRET_KEY) is None
+    assert redis_client.get(keys.DASHBOARD_SECRET_KEY) is None

@@ -330,7 +330,7 @@ class Progress:
 
     def __init__(self, state: redis.Redis | None, delivery_id: str) -> None:
         self.state = state
-        self.key = f"{keys.PREFIX}apprise:sent:{delivery_id}"
+        self.key = keys.sent_steps("apprise", delivery_id)
         self._done: set[str] | None = None
 
     def done(self) -> set[str]:

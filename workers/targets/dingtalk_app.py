@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from relay import keys
 from relay.config import TargetConfig
 from relay.errors import ConfigError, PermanentDeliveryError
-from relay.keys import PREFIX
 from relay.templates import check_template
 from workers.addresses import check_url, safe_url
 from workers.outcomes import classify
@@ -106,7 +106,7 @@ class AccessTokens:
         self.credentials = {"appKey": app_key, "appSecret": app_secret}
         self.allow_private = allow_private
         digest = hashlib.sha256(f"{api_base}\n{app_key}".encode()).hexdigest()[:32]
-        self.key = f"{PREFIX}dingtalk:token:{digest}"
+        self.key = keys.dingtalk_token(digest)
         self._local: tuple[str, float] | None = None
 
     def get(self, state: Any, timeout: float, *, rejected: str | None = None) -> str:

@@ -240,7 +240,7 @@ class Progress:
 
     def __init__(self, state: redis.Redis | None, delivery_id: str) -> None:
         self.state = state
-        self.key = f"{keys.PREFIX}telegram:sent:{delivery_id}"
+        self.key = keys.sent_steps("telegram", delivery_id)
 
     def done(self) -> set[str]:
         if self.state is None:
