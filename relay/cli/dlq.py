@@ -13,8 +13,8 @@ import click
 
 from relay.cli.common import load_runtime
 from relay.durations import parse_duration
+from relay.records import DeadLetter
 from relay.runtime import Runtime
-from relay.store import DeadLetter
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
