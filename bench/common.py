@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: owned subprocesses, a private Redis, configs, signing.
+"""Shared pieces of the benchmarks: owned subprocesses, a private Redis, configs, signing,
+the run's set-up and clean-up, tables.
 
 Every child runs in its own process group (``start_new_session``) and ``Procs.stop_all``
 kills the groups, so an interrupted benchmark leaves nothing behind. Nothing here
@@ -7,19 +8,24 @@ talks to anything but 127.0.0.1, and never to the machine's shared Redis.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -114,6 +120,76 @@ def ignore_signals() -> None:
     stop is bounded by its own timeouts)."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+
+
+@dataclass
+class Run:
+    """What one benchmark run owns: a temp dir (logs, configs), its children, a private Redis."""
+
+    tmp: Path
+    procs: Procs
+    redis: EmbeddedRedis
+
+    @property
+    def redis_pid(self) -> int:
+        assert self.redis.process is not None
+        return self.redis.process.pid
+
+
+@contextmanager
+def bench_run(name: str, keep: bool, *, stop_on_signals: bool = False) -> Iterator[Run]:
+    """A run's temp dir, ``Procs`` and Redis; on leaving, every child and Redis are stopped
+    and the dir removed (unless ``keep``: its path is printed). ``stop_on_signals``: SIGTERM
+    and SIGHUP end the run like Ctrl-C, and no signal can cut the clean-up short."""
+    if stop_on_signals:
+        interrupt_on_signals()
+    tmp = Path(tempfile.mkdtemp(prefix=f"relay-bench-{name}-"))
+    procs = Procs(tmp)
+    server = None
+    try:
+        server = start_redis(tmp)
+        yield Run(tmp, procs, server)
+    finally:
+        if stop_on_signals:
+            ignore_signals()
+        procs.stop_all()
+        if server is not None:
+            server.stop()
+        if keep:
+            print(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exit_quietly_on_interrupt(main: Callable[[], int]) -> NoReturn:
+    """``sys.exit(main())`` for a script run with ``stop_on_signals``: a run ended by a
+    signal exits 130 with one line, not a traceback (its children are already stopped)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stopped:
+        print(f"interrupted ({stopped}); every child stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A script's parser; its docstring is the help text, line breaks kept."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_output_args(parser: argparse.ArgumentParser, *, json_file: bool = True) -> None:
+    """The options every script ends its help with: ``--json FILE`` (where it writes one)
+    and ``--keep``."""
+    if json_file:
+        parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+
+
+def write_json(path: str | None, results: Any) -> None:
+    """``--json FILE``: the results as JSON, if a file was asked for."""
+    if path:
+        Path(path).write_text(json.dumps(results, indent=1))
 
 
 def wait_port(port: int, timeout: float = 30.0, procs: Procs | None = None, name: str = "") -> None:
@@ -344,6 +420,49 @@ def pct(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(round(p / 100 * len(ordered) + 0.5))))
     return ordered[rank - 1]
+
+
+def steady_rate(times: Sequence[float], otherwise: float = math.nan) -> float:
+    """Arrivals/s over the middle 80 % of (sorted) ``times``, free of start-up and tail;
+    ``otherwise`` when there are too few to tell."""
+    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
+    if hi <= lo or times[hi] <= times[lo]:
+        return otherwise
+    return (hi - lo) / (times[hi] - times[lo])
+
+
+class Table:
+    """Fixed-width columns whose header and rows line up because both come from one spec.
+
+    ``Table("app:6, req/s:>9.0f, ...")``: per column, its title and the format spec of its
+    values as an f-string has them; a title takes its column's alignment and width.
+    """
+
+    def __init__(self, columns: str) -> None:
+        titled = [column.rpartition(":") for column in columns.split(", ")]
+        self.titles = [title for title, _, _ in titled]
+        self.specs = [spec for _, _, spec in titled]
+
+    def header(self) -> str:
+        return " ".join(
+            format(title, spec.split(".")[0].rstrip("bcdeEfFgGnosxX%"))
+            for title, spec in zip(self.titles, self.specs, strict=True)
+        )
+
+    def row(self, *values: object) -> str:
+        return " ".join(format(v, spec) for v, spec in zip(values, self.specs, strict=True))
+
+
+def start_py_spy(pid: int, out: Path, seconds: float, fmt: str = "raw") -> subprocess.Popen[bytes]:
+    """``py-spy record`` (``pip install py-spy``) of ``pid`` and its children into ``out``
+    for ``seconds``; non-blocking, so the profiled processes are not paused."""
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--pid", str(pid), "--subprocesses", "--rate", "100"]
+    command += ["--nonblocking", "--duration", str(int(seconds)), "--format", fmt, "-o", str(out)]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def new_port() -> int:

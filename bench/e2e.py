@@ -22,10 +22,8 @@ import argparse
 import asyncio
 import json
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,11 @@ from bench.common import (
     Exchange,
     ForeignLoad,
     Procs,
+    Table,
+    add_output_args,
     base_env,
+    bench_parser,
+    bench_run,
     drain,
     group_cpu_seconds,
     gunicorn_command,
@@ -51,15 +53,26 @@ from bench.common import (
     raw_request,
     sample_body,
     signed_request,
-    start_redis,
+    start_py_spy,
     start_sink,
+    steady_rate,
     wait_port,
     write_config,
+    write_json,
 )
 from bench.common import send_paced as send_exchanges
 from bench.sink import SinkClient
 
 TARGETS = ("t1", "t2", "t3")
+PACED = Table(
+    "stack:5, ev/s:>5g, sent:>6, err:>4, deliv/s:>8.1f, e2e p50:>8.1f, e2e p99:>8.1f, "
+    "e2e max:>8.1f, POST p99:>8.1f, missing:>7, dup:>4, web ms/ev:>9.2f, wrk ms/dlv:>10.2f, "
+    "redis ms/dlv:>12.3f, other CPU:>9.2f"
+)
+BACKLOG = Table(
+    "stack:5, workers:>8, sink ms:>7g, deliveries:>10, missing:>7, dup:>4, span s:>7.1f, "
+    "deliv/s:>8.0f, steady/s:>8.0f, wrk ms/dlv:>10.2f, other CPU:>9.2f"
+)
 
 
 # --- the paced sender -----------------------------------------------------------------
@@ -194,31 +207,8 @@ class PacedResult:
 def profile(
     pid: int, label: str, args: argparse.Namespace, seconds: float | None = None
 ) -> subprocess.Popen[bytes]:
-    """py-spy (``pip install py-spy``) on ``pid`` and its children for one phase."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    out = Path(args.profile)
-    out.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [
-            spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--subprocesses",
-            "--rate",
-            "100",
-            "--nonblocking",
-            "--duration",
-            str(int(seconds or args.duration)),
-            "--format",
-            "raw",
-            "-o",
-            str(out / f"e2e-{label}.txt"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """py-spy on ``pid`` and its children for one phase (``seconds``, else ``--duration``)."""
+    return start_py_spy(pid, Path(args.profile) / f"e2e-{label}.txt", seconds or args.duration)
 
 
 def paced_phase(
@@ -343,9 +333,6 @@ def backlog_phase(
     seen = {(e, t) for e, t, _ in records if e in accepted}
     times = sorted(r[2] for r in records)
     span = (times[-1] - times[0]) if len(times) > 1 else math.nan
-    # steady state: the middle 80% of arrivals, free of start-up and tail effects
-    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
-    steady = (hi - lo) / (times[hi] - times[lo]) if hi > lo and times[hi] > times[lo] else 0.0
     stack.stop_workers()
     sink.delay(0)
     return BacklogResult(
@@ -359,7 +346,7 @@ def backlog_phase(
         duplicates=len(records) - len(seen),
         span_s=span,
         deliveries_per_s=len(times) / span if span else math.nan,
-        steady_per_s=steady,
+        steady_per_s=steady_rate(times, otherwise=0.0),
         worker_cpu_ms_per_delivery=cpu * 1000 / max(1, len(records)),
         foreign_cores=foreign.cores,
     )
@@ -451,21 +438,15 @@ def print_tables(
         f"{len(TARGETS)} webhook targets; {args.duration:g} s per rate; 'other CPU' = "
         "cores used by processes this benchmark did not start (should be ~0)"
     )
-    print(
-        f"{'stack':5} {'ev/s':>5} {'sent':>6} {'err':>4} {'deliv/s':>8} {'e2e p50':>8} "
-        f"{'e2e p99':>8} {'e2e max':>8} {'POST p99':>8} {'missing':>7} {'dup':>4} "
-        f"{'web ms/ev':>9} {'wrk ms/dlv':>10} {'redis ms/dlv':>12} {'other CPU':>9}"
-    )
+    print(PACED.header())
     for paced, _ in results.values():
         for r in paced:
-            print(
-                f"{r.stack:5} {r.rate:>5g} {r.sent:>6} {r.errors:>4} "
-                f"{r.deliveries_per_s:>8.1f} {r.e2e_p50_ms:>8.1f} {r.e2e_p99_ms:>8.1f} "
-                f"{r.e2e_max_ms:>8.1f} {r.post_p99_ms:>8.1f} {r.missing:>7} "
-                f"{r.duplicates:>4} {r.web_cpu_ms_per_event:>9.2f} "
-                f"{r.worker_cpu_ms_per_delivery:>10.2f} {r.redis_cpu_ms_per_delivery:>12.3f} "
-                f"{r.foreign_cores:>9.2f}"
-            )
+            print(PACED.row(
+                r.stack, r.rate, r.sent, r.errors, r.deliveries_per_s, r.e2e_p50_ms,
+                r.e2e_p99_ms, r.e2e_max_ms, r.post_p99_ms, r.missing, r.duplicates,
+                r.web_cpu_ms_per_event, r.worker_cpu_ms_per_delivery,
+                r.redis_cpu_ms_per_delivery, r.foreign_cores,
+            ))  # fmt: skip
     if "relay" in results and "bare" in results:
         for rr, br in zip(results["relay"][0], results["bare"][0], strict=False):
             cpu = rr.worker_cpu_ms_per_delivery / br.worker_cpu_ms_per_delivery
@@ -475,19 +456,14 @@ def print_tables(
                 f"relay/bare = {cpu:.2f}; p99 relay {rr.e2e_p99_ms:.1f} ms vs bare "
                 f"{br.e2e_p99_ms:.1f} ms"
             )
-    print(
-        f"\n{'stack':5} {'workers':>8} {'sink ms':>7} {'deliveries':>10} {'missing':>7} "
-        f"{'dup':>4} {'span s':>7} {'deliv/s':>8} {'steady/s':>8} {'wrk ms/dlv':>10} "
-        f"{'other CPU':>9}"
-    )
+    print(f"\n{BACKLOG.header()}")
     for _, backlog in results.values():
         for b in backlog:
-            print(
-                f"{b.stack:5} {f'{b.processes}x{b.concurrency}':>8} {b.delay_ms:>7g} "
-                f"{b.deliveries:>10} {b.missing:>7} {b.duplicates:>4} {b.span_s:>7.1f} "
-                f"{b.deliveries_per_s:>8.0f} {b.steady_per_s:>8.0f} "
-                f"{b.worker_cpu_ms_per_delivery:>10.2f} {b.foreign_cores:>9.2f}"
-            )
+            print(BACKLOG.row(
+                b.stack, f"{b.processes}x{b.concurrency}", b.delay_ms, b.deliveries, b.missing,
+                b.duplicates, b.span_s, b.deliveries_per_s, b.steady_per_s,
+                b.worker_cpu_ms_per_delivery, b.foreign_cores,
+            ))  # fmt: skip
     if "relay" in results and "bare" in results:
         for rb, bb in zip(results["relay"][1], results["bare"][1], strict=False):
             print(
@@ -497,9 +473,7 @@ def print_tables(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument(
         "--rates",
         type=lambda s: [float(x) for x in s.split(",")],
@@ -550,48 +524,31 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="py-spy record workers and web during the highest rate into DIR",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
 
-    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-e2e-"))
-    procs = Procs(tmp)
-    server = None
     results: dict[str, tuple[list[PacedResult], list[BacklogResult]]] = {}
     desc = ""
-    try:
-        server = start_redis(tmp)
-        assert server.process is not None
-        client = redis.Redis.from_url(server.url)
-        sink = start_sink(procs, base_env(server.url, tmp, 0))
+    with bench_run("e2e", args.keep) as run:
+        client = redis.Redis.from_url(run.redis.url)
+        sink = start_sink(run.procs, base_env(run.redis.url, run.tmp, 0))
         for name in args.stacks.split(","):
             paced, backlog, desc = run_stack(
-                name, tmp, procs, server.url, client, server.process.pid, sink, args
+                name, run.tmp, run.procs, run.redis.url, client, run.redis_pid, sink, args
             )
             results[name] = (paced, backlog)
         print_tables(results, args, desc)
-        if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        k: {"paced": [vars(r) for r in v[0]], "backlog": [vars(b) for b in v[1]]}
-                        for k, v in results.items()
-                    },
-                    indent=1,
-                )
-            )
+        write_json(
+            args.json,
+            {
+                k: {"paced": [vars(r) for r in v[0]], "backlog": [vars(b) for b in v[1]]}
+                for k, v in results.items()
+            },
+        )
         missing = sum(r.missing for v in results.values() for r in v[0]) + sum(
             b.missing for v in results.values() for b in v[1]
         )
         return 0 if missing == 0 else 1
-    finally:
-        procs.stop_all()
-        if server is not None:
-            server.stop()
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

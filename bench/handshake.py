@@ -33,9 +33,7 @@ import argparse
 import asyncio
 import json
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -53,18 +51,21 @@ from bench.common import (
     Exchange,
     ForeignLoad,
     Procs,
+    Table,
+    add_output_args,
     base_env,
+    bench_parser,
+    bench_run,
+    exit_quietly_on_interrupt,
     group_cpu_seconds,
     gunicorn_command,
     gunicorn_effective,
-    ignore_signals,
-    interrupt_on_signals,
     new_port,
     pct,
     raw_request,
     send_paced,
-    start_redis,
     wait_port,
+    write_json,
 )
 from relay.config import load_config
 from relay.registry import source_kinds
@@ -104,6 +105,10 @@ SOURCES: dict[str, dict[str, Any]] = {
 }
 KINDS = ("healthz", "slack", "feishu", "feishu_encrypted", "dingtalk", "wecom")
 Check = Callable[[bytes], bool]
+KIND_TABLE = Table(  # followed by the verdict
+    "kind:16, requests:>8, errors:>6, p50 ms:>7.2f, p99 ms:>7.2f, max ms:>7.1f, "
+    "p99/healthz:>11.2f, srv CPU ms/req:>14.3f, other CPU:>9.2f"
+)
 
 
 # --- requests and their expected answers -------------------------------------------------------
@@ -281,26 +286,21 @@ def report(results: dict[str, Result], desc: str, effective: str, args: argparse
     )
     base = results.get("healthz")
     base_p99 = base.p(99) if base and base.latencies else float("nan")
-    print(
-        f"{'kind':16} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-        f"{'p99/healthz':>11} {'srv CPU ms/req':>14} {'other CPU':>9}  verdict"
-    )
+    print(f"{KIND_TABLE.header()}  verdict")
     for kind, r in results.items():
         p99 = r.p(99)
         passed = r.error_count == 0 and p99 <= args.target_ms
         errors = f" {r.errors}" if r.errors else ""
-        print(
-            f"{kind:16} {r.sent:>8} {r.error_count:>6} {r.p(50):>7.2f} {p99:>7.2f} "
-            f"{max(r.latencies, default=float('nan')) * 1000:>7.1f} {p99 / base_p99:>11.2f} "
-            f"{r.server_cpu * 1000 / max(1, r.sent):>14.3f} {max(r.foreign, default=0):>9.2f}  "
-            f"{'PASS' if passed else 'FAIL'}{errors}"
-        )
+        cells = KIND_TABLE.row(
+            kind, r.sent, r.error_count, r.p(50), p99,
+            max(r.latencies, default=float("nan")) * 1000, p99 / base_p99,
+            r.server_cpu * 1000 / max(1, r.sent), max(r.foreign, default=0),
+        )  # fmt: skip
+        print(f"{cells}  {'PASS' if passed else 'FAIL'}{errors}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--kinds", default=",".join(KINDS), help="which kinds, in order")
     parser.add_argument("--requests", type=int, default=1000, help="measured per kind and round")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests first")
@@ -315,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="override gunicorn -w")
     parser.add_argument("--threads", type=int, help="override gunicorn --threads")
     parser.add_argument("--relay-loglevel", default="WARNING", help="RELAY_LOG_LEVEL")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = set(kinds) - set(KINDS)
@@ -329,14 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {kind}: source kind {wanted!r} is not in relay.sources (yet)")
             kinds.remove(kind)
 
-    interrupt_on_signals()
-    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-handshake-"))
-    procs = Procs(tmp)
-    server = None
     results = {kind: Result(kind) for kind in kinds}
-    try:
-        server = start_redis(tmp)
-        config = write_config(tmp / "relay.yaml", kinds)
+    with bench_run("handshake", args.keep, stop_on_signals=True) as run:
+        server, procs = run.redis, run.procs
+        config = write_config(run.tmp / "relay.yaml", kinds)
         relay_config = load_config(config, with_targets=False)
         sources: dict[str, Source] = {
             sid: available[sc.kind](sc) for sid, sc in relay_config.sources.items()
@@ -366,38 +361,22 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         report(results, desc, gunicorn_effective(env), args)
-        if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        k: {
-                            "requests": r.sent,
-                            "errors": r.errors,
-                            "p50_ms": r.p(50),
-                            "p99_ms": r.p(99),
-                            "max_ms": max(r.latencies, default=0) * 1000,
-                            "server_cpu_ms_per_request": r.server_cpu * 1000 / max(1, r.sent),
-                        }
-                        for k, r in results.items()
-                    },
-                    indent=1,
-                )
-            )
+        write_json(
+            args.json,
+            {
+                k: {
+                    "requests": r.sent,
+                    "errors": r.errors,
+                    "p50_ms": r.p(50),
+                    "p99_ms": r.p(99),
+                    "max_ms": max(r.latencies, default=0) * 1000,
+                    "server_cpu_ms_per_request": r.server_cpu * 1000 / max(1, r.sent),
+                }
+                for k, r in results.items()
+            },
+        )
         return 1 if any(r.error_count for r in results.values()) else 0
-    finally:
-        ignore_signals()
-        procs.stop_all()
-        if server is not None:
-            server.stop()
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as stopped:
-        print(f"interrupted ({stopped}); every child stopped", file=sys.stderr)
-        sys.exit(130)
+    exit_quietly_on_interrupt(main)

@@ -18,7 +18,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -34,7 +33,11 @@ from bench.common import (
     ROOT,
     ForeignLoad,
     Procs,
+    Table,
+    add_output_args,
     base_env,
+    bench_parser,
+    bench_run,
     group_cpu_seconds,
     gunicorn_command,
     gunicorn_effective,
@@ -43,12 +46,16 @@ from bench.common import (
     raw_request,
     sample_body,
     signed_request,
-    start_redis,
+    start_py_spy,
     wait_port,
     write_config,
 )
 
 LUA = ROOT / "bench" / "wrk_cycle.lua"
+PHASES = Table(
+    "app:6, round:>5, req/s:>9.0f, p50 ms:>8.2f, p99 ms:>8.2f, 202:>8, 2xx!=202:>8, "
+    "errors:>6, srv CPU ms/req:>15.3f, redis CPU ms/req:>17.3f, other CPU:>9.2f"
+)
 
 
 @dataclass
@@ -170,7 +177,8 @@ def measure(
     time.sleep(0.5)
     profiler = None
     if args.profile and target.name == "relay":
-        profiler = start_profiler(target, rnd, args)
+        out = Path(args.profile) / f"ingest-relay-r{rnd}.{args.profile_format}"
+        profiler = start_py_spy(target.pgid, out, args.duration, args.profile_format)
     cpu0 = group_cpu_seconds(target.pgid)
     rcpu0 = pid_cpu_seconds(redis_pid)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -195,31 +203,6 @@ def measure(
     return phase
 
 
-def start_profiler(target: Target, rnd: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    out_dir = Path(args.profile)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        spy,
-        "record",
-        "--pid",
-        str(target.pgid),
-        "--subprocesses",
-        "--rate",
-        "100",
-        "--duration",
-        str(int(args.duration)),
-        "--format",
-        args.profile_format,
-        "-o",
-        str(out_dir / f"ingest-relay-r{rnd}.{args.profile_format}"),
-        "--nonblocking",
-    ]
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
 def report(
     targets: dict[str, Target], config_desc: str, effective: str, args: argparse.Namespace
 ) -> int:
@@ -230,21 +213,16 @@ def report(
         f"load: wrk -t{args.wrk_threads} -c{args.connections}, warm-up {args.warmup:g}s, "
         f"{args.duration:g}s measured per phase, {args.rounds} round(s), alternating order"
     )
-    print(
-        f"{'app':6} {'round':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'202':>8} "
-        f"{'2xx!=202':>8} {'errors':>6} {'srv CPU ms/req':>15} {'redis CPU ms/req':>17} "
-        f"{'other CPU':>9}"
-    )
+    print(PHASES.header())
     for name in ("relay", "bare"):
         for p in targets[name].phases:
             r = p.result
             n = max(1, r["requests"])
-            print(
-                f"{name:6} {p.round:>5} {p.rate:>9.0f} {r['p50_us'] / 1000:>8.2f} "
-                f"{r['p99_us'] / 1000:>8.2f} {r['s202']:>8} {r['s2xx_other']:>8} "
-                f"{p.errors:>6} {p.server_cpu * 1000 / n:>15.3f} "
-                f"{p.redis_cpu * 1000 / n:>17.3f} {p.foreign_cores:>9.2f}"
-            )
+            print(PHASES.row(
+                name, p.round, p.rate, r["p50_us"] / 1000, r["p99_us"] / 1000, r["s202"],
+                r["s2xx_other"], p.errors, p.server_cpu * 1000 / n, p.redis_cpu * 1000 / n,
+                p.foreign_cores,
+            ))  # fmt: skip
             if r["wrapped"]:
                 print(
                     f"  note: wrk cycled its {name} request file {r['wrapped']}x; "
@@ -284,9 +262,7 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds measured per phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per phase")
     parser.add_argument("--rounds", type=int, default=2, help="rounds (order alternates)")
@@ -319,18 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-format", default="speedscope", choices=["speedscope", "flamegraph", "raw"]
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    add_output_args(parser, json_file=False)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
 
-    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-ingest-"))
-    procs = Procs(tmp)
-    server = None
-    try:
-        server = start_redis(tmp)
-        assert server.process is not None
+    with bench_run("ingest", args.keep) as run:
+        tmp, procs, server = run.tmp, run.procs, run.redis
         client = redis.Redis.from_url(server.url)
         config = write_config(
             tmp / "relay.yaml",
@@ -357,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             order = ["relay", "bare"] if rnd % 2 == 0 else ["bare", "relay"]
             for name in order:
-                p = measure(targets[name], rnd, tmp, client, server.process.pid, args, procs)
+                p = measure(targets[name], rnd, tmp, client, run.redis_pid, args, procs)
                 print(
                     f"round {rnd} {name:5}: {p.rate:8.0f} req/s  p50 "
                     f"{p.result['p50_us'] / 1000:.2f} ms  p99 {p.result['p99_us'] / 1000:.2f} "
@@ -365,14 +337,6 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         return report(targets, config_desc, effective, args)
-    finally:
-        procs.stop_all()
-        if server is not None:
-            server.stop()
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,14 +44,18 @@ from bench.common import (
     PY,
     ForeignLoad,
     Procs,
+    Table,
+    add_output_args,
     base_env,
+    bench_parser,
+    bench_run,
+    exit_quietly_on_interrupt,
     group_cpu_seconds,
-    ignore_signals,
-    interrupt_on_signals,
     pid_cpu_seconds,
-    start_redis,
     start_sink,
+    steady_rate,
     write_config,
+    write_json,
 )
 from bench.sink import SinkClient
 from relay import keys
@@ -64,6 +66,11 @@ from relay.ratelimit import Rate
 from relay.settings import Settings
 
 TARGET = "sink"
+ROUNDS = Table(
+    "round:>5, off dlv/s:>9.0f, lim dlv/s:>9.0f, lim/off:>7.2f, off steady:>10.0f, "
+    "lim steady:>10.0f, wrk ms/dlv off/lim:>18, redis ms/dlv off/lim:>20, missing:>7, dup:>4, "
+    "other CPU:>9.2f"
+)
 
 
 @dataclass
@@ -172,14 +179,6 @@ class Throughput:
     foreign_cores: float
 
 
-def steady_rate(times: list[float]) -> float:
-    """Deliveries/s over the middle 80 % of (sorted) arrivals: no start-up or tail."""
-    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
-    if hi <= lo or times[hi] <= times[lo]:
-        return math.nan
-    return (hi - lo) / (times[hi] - times[lo])
-
-
 def throughput_phase(bench: Bench, config: str, rate_limit: str, rnd: int) -> Throughput:
     args = bench.args
     bench.client.flushall()
@@ -243,20 +242,15 @@ def print_overhead(pairs: list[tuple[Throughput, Throughput]], args: argparse.Na
         f"{args.workers} x -P gevent -c {args.concurrency}; 'off' = rate_limit: off, "
         f"'limited' = rate_limit: {args.high_limit!r}; deliveries/s = first to last arrival"
     )
-    print(
-        f"{'round':>5} {'off dlv/s':>9} {'lim dlv/s':>9} {'lim/off':>7} {'off steady':>10} "
-        f"{'lim steady':>10} {'wrk ms/dlv off/lim':>18} {'redis ms/dlv off/lim':>20} "
-        f"{'missing':>7} {'dup':>4} {'other CPU':>9}"
-    )
+    print(ROUNDS.header())
     for off, lim in pairs:
-        print(
-            f"{off.round:>5} {off.rate:>9.0f} {lim.rate:>9.0f} {lim.rate / off.rate:>7.2f} "
-            f"{off.steady:>10.0f} {lim.steady:>10.0f} "
-            f"{f'{off.worker_cpu_ms:.2f} / {lim.worker_cpu_ms:.2f}':>18} "
-            f"{f'{off.redis_cpu_ms:.3f} / {lim.redis_cpu_ms:.3f}':>20} "
-            f"{off.missing + lim.missing:>7} {off.duplicates + lim.duplicates:>4} "
-            f"{max(off.foreign_cores, lim.foreign_cores):>9.2f}"
-        )
+        print(ROUNDS.row(
+            off.round, off.rate, lim.rate, lim.rate / off.rate, off.steady, lim.steady,
+            f"{off.worker_cpu_ms:.2f} / {lim.worker_cpu_ms:.2f}",
+            f"{off.redis_cpu_ms:.3f} / {lim.redis_cpu_ms:.3f}",
+            off.missing + lim.missing, off.duplicates + lim.duplicates,
+            max(off.foreign_cores, lim.foreign_cores),
+        ))  # fmt: skip
     ratios = [lim.rate / off.rate for off, lim in pairs]
     median = statistics.median(ratios)
     verdict = "met" if median >= args.target_ratio else "NOT met"
@@ -419,9 +413,7 @@ def print_binding(b: Binding, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument(
         "--parts", default="overhead,binding", help="which parts, in order: overhead, binding"
     )
@@ -445,8 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "--drain-timeout", type=float, default=120.0, help="seconds to wait for the rest"
     )
     parser.add_argument("--relay-loglevel", default="WARNING", help="RELAY_LOG_LEVEL")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - {"overhead", "binding"}
@@ -454,19 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     Rate.model_validate(args.binding_limit)  # a bad rate fails here, not after part (a)
 
-    interrupt_on_signals()
-    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-ratelimit-"))
-    procs = Procs(tmp)
-    server = None
     ok = True
     results: dict[str, Any] = {}
-    try:
-        server = start_redis(tmp)
-        assert server.process is not None
-        sink = start_sink(procs, base_env(server.url, tmp, 0))
-        bench = Bench(
-            tmp, procs, server.url, server.process.pid, redis.Redis.from_url(server.url), sink, args
-        )
+    with bench_run("ratelimit", args.keep, stop_on_signals=True) as run:
+        url = run.redis.url
+        sink = start_sink(run.procs, base_env(url, run.tmp, 0))
+        client = redis.Redis.from_url(url)
+        bench = Bench(run.tmp, run.procs, url, run.redis_pid, client, sink, args)
         for part in parts:
             if part == "overhead":
                 print(f"(a) overhead: {args.rounds} round(s) of off / limited …", flush=True)
@@ -480,23 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                 print_binding(binding, args)
                 results["binding"] = {**vars(binding), "ok": binding.ok}
                 ok &= binding.ok
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
         return 0 if ok else 1
-    finally:
-        ignore_signals()
-        procs.stop_all()
-        if server is not None:
-            server.stop()
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as stopped:
-        print(f"interrupted ({stopped}); every child stopped", file=sys.stderr)
-        sys.exit(130)
+    exit_quietly_on_interrupt(main)
