@@ -13,21 +13,38 @@ and ``workers.outcomes`` classifies the answers.
 from __future__ import annotations
 
 import ipaddress
+import json as jsonlib
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import certifi
 import requests
-from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    LocationValueError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+    URLSchemeUnknown,
+)
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util import Timeout, parse_url
 from urllib3.util.connection import allowed_gai_family
+from urllib3.util.ssl_ import create_urllib3_context
 
+from relay import __version__
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from workers.addresses import HINT, refusal, safe_url
 
@@ -113,95 +130,123 @@ def _pool_classes(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
     return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
 
 
-class GuardedAdapter(HTTPAdapter):
-    """An ``HTTPAdapter`` whose connections pass through the address guard; no proxies."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        # Keep as many idle connections per host as a worker runs green threads, so a
-        # busy worker reuses connections instead of opening (and resolving) new ones.
-        super().__init__(pool_connections=32, pool_maxsize=POOL_SIZE, max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.allow_private)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise BlockedAddress("the guarded session does not use proxies")
+DEFAULT_HEADERS = {"User-Agent": f"group-relay/{__version__}", "Accept": "*/*"}
 
 
-class GuardedSession(requests.Session):
-    """A session that never looks at redirects: requests would otherwise read the whole
-    body of a 3xx answer (uncapped) to prepare the next request even when not following."""
-
-    def get_redirect_target(self, resp: requests.Response) -> None:
-        return None
-
-
-_sessions: dict[tuple[int, bool], requests.Session] = {}
-_sessions_lock = threading.Lock()  # held without I/O, so never yields under gevent
+def _tls_context() -> ssl.SSLContext:
+    """Certificates checked against certifi's bundle, as ``requests`` does."""
+    context = create_urllib3_context()
+    context.load_verify_locations(certifi.where())
+    return context
 
 
-def guarded_session(allow_private: bool) -> requests.Session:
-    """The process's shared session for this flag (a new one after fork)."""
+_pools: dict[tuple[int, bool], PoolManager] = {}
+_pools_lock = threading.Lock()  # held without I/O, so never yields under gevent
+
+
+def guarded_pool(allow_private: bool) -> PoolManager:
+    """The process's connection pools for this flag (new ones after a fork).
+
+    Plain urllib3 rather than a ``requests`` session: the session layer (merging
+    settings, cookies, hooks) cost about a millisecond of CPU per delivery, as much as
+    the request itself, and this path needs none of it. As many idle connections per
+    host are kept as a worker runs green threads, so a busy worker reuses them.
+    """
     key = (os.getpid(), allow_private)
-    session = _sessions.get(key)
-    if session is None:
-        with _sessions_lock:
-            session = _sessions.get(key)
-            if session is None:
-                session = GuardedSession()
-                session.trust_env = False
-                adapter = GuardedAdapter(allow_private)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                _sessions[key] = session
-    return session
+    pools = _pools.get(key)
+    if pools is None:
+        with _pools_lock:
+            pools = _pools.get(key)
+            if pools is None:
+                pools = PoolManager(num_pools=32, maxsize=POOL_SIZE, ssl_context=_tls_context())
+                pools.pool_classes_by_scheme = _pool_classes(allow_private)
+                _pools[key] = pools
+    return pools
 
 
 def send(
-    session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any
+    pools: PoolManager,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    data: bytes | None = None,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+    ca_certs: str | None = None,
 ) -> requests.Response:
     """One request, redirects never followed, failures as typed delivery errors.
 
-    The body is read here, capped at ``MAX_BODY`` and within about ``timeout`` in
-    total, so a target that trickles or floods cannot hold a worker or its memory.
+    ``json`` is sent as a JSON body, ``data`` as it is; ``ca_certs`` verifies TLS
+    against that bundle instead of certifi's. The body is read here, capped at
+    ``MAX_BODY`` and within about ``timeout`` in total, so a target that trickles or
+    floods cannot hold a worker or its memory. The answer is a ``requests.Response``.
     """
-    kwargs.pop("allow_redirects", None)
-    kwargs.pop("proxies", None)
     where = safe_url(url)
+    request_headers = HTTPHeaderDict(DEFAULT_HEADERS)
+    if json is not None:
+        data = jsonlib.dumps(json, allow_nan=False).encode()
+        request_headers["Content-Type"] = "application/json"
+    request_headers.update(headers or {})
     deadline = time.monotonic() + timeout
     try:
-        response = session.request(
-            method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs
+        target = parse_url(url)
+        extra = {"ca_certs": ca_certs, "ssl_context": None} if ca_certs else None
+        pool = pools.connection_from_url(url, pool_kwargs=extra)
+        raw = pool.urlopen(
+            method,
+            target.request_uri,
+            body=data,
+            headers=request_headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            timeout=Timeout(connect=timeout, read=timeout),
+            preload_content=False,
         )
-        with response:
-            response._content = _read_capped(response, deadline)  # noqa: SLF001
+        content = _read_capped(raw, deadline)
     except BlockedAddress as exc:
         raise PermanentDeliveryError(f"refused to connect to {where}: {exc}") from None
-    except (
-        requests.exceptions.InvalidURL,
-        requests.exceptions.MissingSchema,
-        requests.exceptions.InvalidSchema,
-        requests.exceptions.InvalidHeader,
-    ) as exc:
+    except (LocationValueError, URLSchemeUnknown, ValueError) as exc:
         raise PermanentDeliveryError(f"invalid request to {where}: {type(exc).__name__}") from None
-    except requests.Timeout:  # before RequestException: ConnectTimeout is both
-        raise RetryableDeliveryError(f"{where} did not answer within {timeout:g}s") from None
-    except requests.RequestException as exc:
+    except NewConnectionError as exc:  # before timeouts: urllib3 makes it one of them
         raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
-    return response
+    except (Urllib3Timeout, TimeoutError):
+        raise RetryableDeliveryError(f"{where} did not answer within {timeout:g}s") from None
+    except (HTTPError, OSError) as exc:
+        raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
+    return _response(raw, url, content)
 
 
-def _read_capped(response: requests.Response, deadline: float) -> bytes:
+def _read_capped(raw: BaseHTTPResponse, deadline: float) -> bytes:
+    """The body up to ``MAX_BODY``; a connection with bytes left unread is not reused."""
     body = bytearray()
-    for chunk in response.iter_content(16384):
-        body += chunk
-        if len(body) >= MAX_BODY:
-            break
-        if time.monotonic() > deadline:
-            raise requests.Timeout("the body was not read in time")
+    try:
+        for chunk in raw.stream(16384):
+            body += chunk
+            if len(body) >= MAX_BODY:
+                raw.close()
+                break
+            if time.monotonic() > deadline:
+                raise ReadTimeoutError(None, None, "the body was not read in time")  # type: ignore[arg-type]
+    except BaseException:
+        raw.close()
+        raise
+    finally:
+        raw.release_conn()
     return bytes(body[:MAX_BODY])
+
+
+def _response(raw: BaseHTTPResponse, url: str, content: bytes) -> requests.Response:
+    """The answer in the shape every target and ``workers.outcomes`` reads."""
+    response = requests.Response()
+    response.status_code = raw.status
+    response.headers = CaseInsensitiveDict(raw.headers)
+    response.reason = raw.reason or ""
+    response.url = url
+    response.encoding = get_encoding_from_headers(response.headers)
+    response._content = content  # noqa: SLF001 - what requests' own adapter sets
+    return response
 
 
 def _reason(exc: BaseException) -> str:

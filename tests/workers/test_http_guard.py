@@ -7,6 +7,7 @@ resolver answer, and the rebinding test lets 127.0.0.2 stand in for a public add
 from __future__ import annotations
 
 import ipaddress
+import json
 import shutil
 import socket
 import ssl
@@ -25,7 +26,7 @@ from werkzeug import Request, Response
 import workers.http as guard
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from workers.addresses import check_url, refusal, safe_url
-from workers.http import BlockedAddress, guarded_session, send
+from workers.http import BlockedAddress, guarded_pool, send
 from workers.outcomes import classify, excerpt, parse_retry_after
 
 SAVE_TIME_REFUSED = [
@@ -197,7 +198,7 @@ def test_refusal_lets_public_addresses_through(address: str) -> None:
 def test_loopback_sink_refused_without_allow_private(sink: HTTPServer) -> None:
     sink.expect_request("/hook").respond_with_data("ok")
     with pytest.raises(PermanentDeliveryError) as info:
-        send(guarded_session(False), "POST", sink.url_for("/hook"), timeout=2, data=b"{}")
+        send(guarded_pool(False), "POST", sink.url_for("/hook"), timeout=2, data=b"{}")
     assert "127.0.0.1 is a loopback address" in str(info.value)
     assert "allow_private: true" in str(info.value)
     assert sink.log == []
@@ -206,13 +207,13 @@ def test_loopback_sink_refused_without_allow_private(sink: HTTPServer) -> None:
 def test_localhost_name_refused_at_connect(sink: HTTPServer) -> None:
     url = f"http://localhost:{sink.port}/hook"
     with pytest.raises(PermanentDeliveryError, match="localhost resolves to"):
-        send(guarded_session(False), "GET", url, timeout=2)
+        send(guarded_pool(False), "GET", url, timeout=2)
     assert sink.log == []
 
 
 def test_loopback_sink_allowed_with_allow_private(sink: HTTPServer) -> None:
     sink.expect_request("/hook", method="POST").respond_with_data("thanks", status=200)
-    response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2, data=b"{}")
+    response = send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2, data=b"{}")
     result = classify(response)
     assert (result.status, result.excerpt) == (200, "thanks")
     assert len(sink.log) == 1
@@ -226,7 +227,7 @@ def test_public_name_resolving_to_loopback_is_refused(
     url = f"http://hooks.example.com:{sink.port}/hook"
     check_url(url, allow_private=False)  # passes at save time: it is only a name
     with pytest.raises(PermanentDeliveryError, match="hooks.example.com resolves to 127.0.0.1"):
-        send(guarded_session(False), "POST", url, timeout=2, data=b"{}")
+        send(guarded_pool(False), "POST", url, timeout=2, data=b"{}")
     assert calls == ["hooks.example.com"]
     assert sink.log == []
 
@@ -243,7 +244,7 @@ def test_one_private_answer_refuses_the_whole_name(
         )
         url = f"http://mixed.example:{sink.port}/hook"
         with pytest.raises(PermanentDeliveryError, match="127.0.0.1, a loopback address"):
-            send(guarded_session(False), "POST", url, timeout=2)
+            send(guarded_pool(False), "POST", url, timeout=2)
         assert public_standin.log == [] and sink.log == []
     finally:
         public_standin.stop()
@@ -272,10 +273,10 @@ def test_dns_rebinding_connects_only_to_the_checked_address(
         monkeypatch.setattr(guard, "resolve", stub_resolver(lambda h: next(answers), calls))
         url = f"http://rebind.example:{public_standin.port}/hook"
         headers = {"connection": "close"}  # a new connection, so a new resolution, each time
-        classify(send(guarded_session(False), "POST", url, timeout=2, headers=headers))
+        classify(send(guarded_pool(False), "POST", url, timeout=2, headers=headers))
         for _ in range(2):
             with pytest.raises(PermanentDeliveryError, match="resolves to 127.0.0.1"):
-                send(guarded_session(False), "POST", url, timeout=2, headers=headers)
+                send(guarded_pool(False), "POST", url, timeout=2, headers=headers)
         assert len(public_standin.log) == 1
         assert internal.log == []
         assert calls == ["rebind.example"] * 3
@@ -290,7 +291,7 @@ def test_allowed_name_connects_to_the_resolved_address_and_keeps_the_host(
     sink.expect_request("/hook").respond_with_data("ok")
     monkeypatch.setattr(guard, "resolve", stub_resolver(lambda h: ["127.0.0.1"], []))
     url = f"http://sink.example:{sink.port}/hook"
-    classify(send(guarded_session(True), "POST", url, timeout=2))
+    classify(send(guarded_pool(True), "POST", url, timeout=2))
     request, _ = sink.log[0]
     assert request.headers["host"] == f"sink.example:{sink.port}"
 
@@ -300,7 +301,7 @@ def test_redirect_to_canary_is_not_followed(sink: HTTPServer, canary: HTTPServer
     sink.expect_request("/hook").respond_with_data(
         "", status=302, headers={"location": canary.url_for("/steal?token=s3cret")}
     )
-    response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
+    response = send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(PermanentDeliveryError, match="redirect to .* not followed") as info:
         classify(response)
     assert "s3cret" not in str(info.value)
@@ -315,14 +316,13 @@ def test_environment_proxies_are_ignored(sink: HTTPServer, monkeypatch: pytest.M
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     sink.expect_request("/hook").respond_with_data("direct")
-    result = classify(send(guarded_session(True), "GET", sink.url_for("/hook"), timeout=2))
+    result = classify(send(guarded_pool(True), "GET", sink.url_for("/hook"), timeout=2))
     assert result.excerpt == "direct"
 
 
-def test_sessions_are_cached_per_flag() -> None:
-    assert guarded_session(True) is guarded_session(True)
-    assert guarded_session(False) is not guarded_session(True)
-    assert guarded_session(False).trust_env is False
+def test_pools_are_cached_per_flag() -> None:
+    assert guarded_pool(True) is guarded_pool(True)
+    assert guarded_pool(False) is not guarded_pool(True)
 
 
 def test_blocked_address_is_not_an_os_error() -> None:
@@ -335,7 +335,7 @@ def test_blocked_address_is_not_an_os_error() -> None:
 @pytest.mark.parametrize("status", [200, 201, 204])
 def test_2xx_is_success(sink: HTTPServer, status: int) -> None:
     sink.expect_request("/hook").respond_with_data("" if status == 204 else "fine", status=status)
-    result = classify(send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2))
+    result = classify(send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2))
     assert result.status == status
 
 
@@ -358,7 +358,7 @@ def test_non_2xx_statuses(
 ) -> None:
     headers = {"location": "https://elsewhere.example/"} if status == 301 else {}
     sink.expect_request("/hook").respond_with_data("nope", status=status, headers=headers)
-    response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
+    response = send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(error, match=words) as info:
         classify(response)
     assert getattr(info.value, "status", None) == status
@@ -371,7 +371,7 @@ def test_429_retry_after_seconds(sink: HTTPServer) -> None:
     sink.expect_request("/hook").respond_with_data(
         "slow", status=429, headers={"retry-after": "37"}
     )
-    response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
+    response = send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(RetryableDeliveryError) as info:
         classify(response)
     assert info.value.retry_after == 37.0
@@ -382,7 +382,7 @@ def test_503_retry_after_http_date(sink: HTTPServer) -> None:
     sink.expect_request("/hook").respond_with_data(
         "busy", status=503, headers={"retry-after": when}
     )
-    response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
+    response = send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(RetryableDeliveryError) as info:
         classify(response)
     assert info.value.retry_after is not None and 100 <= info.value.retry_after <= 121
@@ -413,7 +413,7 @@ def test_excerpt_is_capped(sink: HTTPServer) -> None:
     assert excerpt("x" * 10) == "x" * 10
     assert len(excerpt("y" * 5000)) == 1024
     sink.expect_request("/hook").respond_with_data("z" * 5000, status=500)
-    response = send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=2)
+    response = send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2)
     with pytest.raises(RetryableDeliveryError) as info:
         classify(response)
     assert info.value.excerpt is not None and len(info.value.excerpt) == 1024
@@ -422,8 +422,37 @@ def test_excerpt_is_capped(sink: HTTPServer) -> None:
 def test_response_body_read_is_capped(sink: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(guard, "MAX_BODY", 1000)
     sink.expect_request("/hook").respond_with_data("a" * 100_000)
-    response = send(guarded_session(True), "GET", sink.url_for("/hook"), timeout=2)
+    response = send(guarded_pool(True), "GET", sink.url_for("/hook"), timeout=2)
     assert len(response.content) == 1000
+    # The connection with the rest of that body unread is not handed out again.
+    sink.clear()
+    sink.expect_request("/next").respond_with_data("next answer")
+    assert send(guarded_pool(True), "GET", sink.url_for("/next"), timeout=2).text == "next answer"
+
+
+def test_json_body_and_default_headers(sink: HTTPServer) -> None:
+    sink.expect_request("/hook", method="POST").respond_with_json(
+        {"ok": True}, headers={"X-Trace": "t1"}
+    )
+    response = send(
+        guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2, json={"text": "héllo"}
+    )
+    request, _ = sink.log[0]
+    assert json.loads(request.get_data()) == {"text": "héllo"}
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("group-relay/")
+    assert response.json() == {"ok": True}
+    assert (response.status_code, response.headers["x-trace"]) == (200, "t1")
+    assert response.url == sink.url_for("/hook")
+
+
+def test_own_headers_replace_the_defaults(sink: HTTPServer) -> None:
+    sink.expect_request("/hook").respond_with_data("ok")
+    headers = {"user-agent": "custom/1", "content-type": "text/plain"}
+    send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=2, data=b"x", headers=headers)
+    request, _ = sink.log[0]
+    assert request.headers.getlist("user-agent") == ["custom/1"]
+    assert request.headers["content-type"] == "text/plain"
 
 
 def test_timeout_is_retryable(sink: HTTPServer) -> None:
@@ -434,19 +463,19 @@ def test_timeout_is_retryable(sink: HTTPServer) -> None:
     sink.expect_request("/hook").respond_with_handler(slow)
     started = time.monotonic()
     with pytest.raises(RetryableDeliveryError, match="did not answer within 0.2s"):
-        send(guarded_session(True), "POST", sink.url_for("/hook"), timeout=0.2)
+        send(guarded_pool(True), "POST", sink.url_for("/hook"), timeout=0.2)
     assert time.monotonic() - started < 0.9
 
 
 def test_connection_refused_is_retryable() -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"
     with pytest.raises(RetryableDeliveryError, match="failed: .*refused"):
-        send(guarded_session(True), "POST", url, timeout=2)
+        send(guarded_pool(True), "POST", url, timeout=2)
 
 
 def test_invalid_url_is_permanent() -> None:
     with pytest.raises(PermanentDeliveryError, match="invalid request"):
-        send(guarded_session(True), "POST", "http://", timeout=2)
+        send(guarded_pool(True), "POST", "http://", timeout=2)
 
 
 def test_messages_never_carry_userinfo_query_or_path_tokens(sink: HTTPServer) -> None:
@@ -454,10 +483,10 @@ def test_messages_never_carry_userinfo_query_or_path_tokens(sink: HTTPServer) ->
     refused = f"http://admin:hunter2@127.0.0.1:{free_port()}/services/pathsecret?k=qs3cret"
     messages = []
     with pytest.raises(PermanentDeliveryError) as blocked:
-        send(guarded_session(False), "POST", secret_url, timeout=2)
+        send(guarded_pool(False), "POST", secret_url, timeout=2)
     messages.append(str(blocked.value))
     with pytest.raises(RetryableDeliveryError) as failed:
-        send(guarded_session(True), "POST", refused, timeout=2)
+        send(guarded_pool(True), "POST", refused, timeout=2)
     messages.append(str(failed.value))
     for message in messages:
         for secret in ("hunter2", "admin", "pathsecret", "qs3cret"):
@@ -548,14 +577,14 @@ def test_https_verifies_the_certificate_against_the_host_name(
     monkeypatch.setattr(guard, "resolve", stub_resolver(lambda h: ["127.0.0.1"], []))
     ca = str(tls_files["ca"])
     good = f"https://sink.example:{tls_sink.port}/hook"
-    result = classify(send(guarded_session(True), "POST", good, timeout=5, verify=ca))
+    result = classify(send(guarded_pool(True), "POST", good, timeout=5, ca_certs=ca))
     assert result.excerpt == "secure"
 
     wrong = f"https://other.example:{tls_sink.port}/hook"
     with pytest.raises(RetryableDeliveryError, match="https://other.example"):
-        send(guarded_session(True), "POST", wrong, timeout=5, verify=ca)
+        send(guarded_pool(True), "POST", wrong, timeout=5, ca_certs=ca)
     with pytest.raises(RetryableDeliveryError):  # unknown CA: the system store is used
-        send(guarded_session(True), "POST", good, timeout=5)
+        send(guarded_pool(True), "POST", good, timeout=5)
     assert len(tls_sink.log) == 1
 
 
@@ -566,7 +595,7 @@ def test_https_blocked_before_the_handshake(
     monkeypatch.setattr(guard, "resolve", stub_resolver(lambda h: ["127.0.0.1"], []))
     url = f"https://sink.example:{tls_sink.port}/hook"
     with pytest.raises(PermanentDeliveryError, match="sink.example resolves to 127.0.0.1"):
-        send(guarded_session(False), "POST", url, timeout=5)
+        send(guarded_pool(False), "POST", url, timeout=5)
     assert tls_sink.log == []
 
 

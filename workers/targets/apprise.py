@@ -2,7 +2,7 @@
 Matrix, Discord, a JSON endpoint, ...), for the long tail of services without a
 native adapter.
 
-Apprise does its own HTTP, outside the relay's guarded session, and reports only
+Apprise does its own HTTP, outside the relay's guarded pools, and reports only
 success or failure. So this adapter (1) refuses URLs whose host is private unless
 ``allow_private``, at construction without DNS and again by resolving before each
 send (a name that changes its answer in between can slip past: see the docs),

@@ -25,7 +25,7 @@ from relay import __version__
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError, TargetThrottled
 from relay.people import Mention
 from relay.templates import TemplateError, render
-from workers.http import guarded_session, send
+from workers.http import guarded_pool, send
 from workers.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import DeliveryContext, DeliveryResult
 
@@ -183,9 +183,9 @@ def post_json(
     timeout: float,
     headers: dict[str, str] | None = None,
 ) -> requests.Response:
-    """POST ``body`` as UTF-8 JSON (DingTalk insists on UTF-8) through the guarded session."""
+    """POST ``body`` as UTF-8 JSON (DingTalk insists on UTF-8) through the guarded pools."""
     return send(
-        guarded_session(allow_private),
+        guarded_pool(allow_private),
         "POST",
         url,
         timeout=timeout,

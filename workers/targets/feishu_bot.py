@@ -38,7 +38,7 @@ from relay.errors import (
 from relay.people import Mention
 from relay.templates import TemplateError, check_template, render
 from workers.addresses import check_url, safe_url
-from workers.http import guarded_session, send
+from workers.http import guarded_pool, send
 from workers.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import CLOSE, OPEN, TOKEN, defuse, fit, placeholders
@@ -154,7 +154,7 @@ class FeishuBotTarget(BaseTarget):
         timestamp = int(time.time())
         text = fit(text, lambda t: len(self.body(t, title, mentions, timestamp)) <= MAX_BODY)
         response = send(
-            guarded_session(self.config.allow_private),
+            guarded_pool(self.config.allow_private),
             "POST",
             self.options.url,
             timeout=self.config.timeout or context.timeout,

@@ -30,7 +30,7 @@ from relay.errors import (
 )
 from relay.people import Mention
 from workers.addresses import check_url
-from workers.http import guarded_session, send
+from workers.http import guarded_pool, send
 from workers.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
@@ -210,14 +210,14 @@ class SlackTarget(BaseTarget):
         body = json.dumps(self.payload(context), ensure_ascii=False).encode()
         headers = {"content-type": "application/json; charset=utf-8"}
         timeout = self.config.timeout or context.timeout
-        session = guarded_session(self.config.allow_private)
+        pools = guarded_pool(self.config.allow_private)
         if self.options.webhook_url is not None:
             url = self.options.webhook_url
-            response = send(session, "POST", url, timeout=timeout, data=body, headers=headers)
+            response = send(pools, "POST", url, timeout=timeout, data=body, headers=headers)
             return webhook_outcome(response)
         headers["authorization"] = f"Bearer {self.options.token}"
         url = self.options.api_base.rstrip("/") + "/chat.postMessage"
-        response = send(session, "POST", url, timeout=timeout, data=body, headers=headers)
+        response = send(pools, "POST", url, timeout=timeout, data=body, headers=headers)
         return api_outcome(response, self.options.channel or "?")
 
 

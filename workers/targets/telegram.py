@@ -35,7 +35,7 @@ from relay.errors import (
 from relay.events import FileRef
 from relay.people import Mention
 from workers.addresses import check_url, safe_url
-from workers.http import guarded_session, send
+from workers.http import guarded_pool, send
 from workers.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
@@ -221,7 +221,7 @@ class TelegramTarget(BaseTarget):
         url = f"{self.options.api_base}/bot{self.options.bot_token}/{method}"
         body = json.dumps(params, ensure_ascii=False).encode()
         return send(
-            guarded_session(self.config.allow_private),
+            guarded_pool(self.config.allow_private),
             "POST",
             url,
             timeout=self.config.timeout or context.timeout,

@@ -2,7 +2,7 @@
 
 The body is exactly ``context.event_json``; ``webhook-id`` is the delivery id, so it
 stays the same on every retry and replay and receivers can use it to deduplicate.
-Every request goes through the guarded session of ``workers.http`` (SSRF policy,
+Every request goes through the guarded pools of ``workers.http`` (SSRF policy,
 no redirects, typed outcomes).
 """
 
@@ -19,7 +19,7 @@ from relay.config import TargetConfig
 from relay.errors import ConfigError
 from relay.signing import decode_secret, sign_header
 from workers.addresses import check_url
-from workers.http import guarded_session, send
+from workers.http import guarded_pool, send
 from workers.outcomes import classify
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
@@ -132,9 +132,9 @@ class WebhookTarget(BaseTarget):
     def deliver(self, context: DeliveryContext) -> DeliveryResult:
         body = context.event_json.encode()
         headers = self.headers(context.delivery_id, int(time.time()), body)
-        session = guarded_session(self.config.allow_private)
+        pools = guarded_pool(self.config.allow_private)
         timeout = self.config.timeout or context.timeout
         response = send(
-            session, "POST", self.options.url, timeout=timeout, data=body, headers=headers
+            pools, "POST", self.options.url, timeout=timeout, data=body, headers=headers
         )
         return classify(response)

@@ -32,7 +32,7 @@ from relay.errors import (
 )
 from relay.people import Mention
 from workers.addresses import check_url, safe_url
-from workers.http import guarded_session, send
+from workers.http import guarded_pool, send
 from workers.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import TOKEN, defuse, fit, placeholders
@@ -156,7 +156,7 @@ class WeComBotTarget(BaseTarget):
             text = defuse(context.render(DEFAULT_MARKDOWN_TEMPLATE, at=at), valid, _unmention)
         text = fit(text, lambda t: len(_content(t, mentions).encode()) <= LIMITS[kind])
         response = send(
-            guarded_session(self.config.allow_private),
+            guarded_pool(self.config.allow_private),
             "POST",
             self.options.url,
             timeout=self.config.timeout or context.timeout,
