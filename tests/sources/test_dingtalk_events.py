@@ -13,8 +13,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,16 +21,15 @@ import redis
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note
+from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import create_app, keys
+from relay import keys
 from relay.config import parse_config
-from relay.embedded import EmbeddedRedis
 from relay.errors import ConfigError
-from relay.settings import Settings
 from relay.sources.msgcrypt import MsgCrypt
+from tests.sources.support import FUZZ, any_json, assert_refused, drawn, fuzz_json, stored_event
 
 # open-dingtalk/DingTalk-Callback-Crypto: DingCallbackCrypto3.py __main__ (protocols.md A1(b))
 V_TOKEN = "mryue"
@@ -105,16 +103,6 @@ def chat_event(event_type: str, **fields: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-def app(write_config: Callable[..., Path], make_app: Callable[..., Flask]) -> Flask:
-    return make_app(write_config({"sources": SOURCES}))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def post(
     client: FlaskClient,
     query: Query,
@@ -140,19 +128,7 @@ def assert_success_map(response: Any, token: str = V_TOKEN, owner: str = V_OWNER
 
 def stored(redis_client: redis.Redis, response: Any) -> dict[str, Any]:
     assert_success_map(response)
-    data = redis_client.hget(keys.event(response.headers["X-Relay-Event-Id"]), "data")
-    assert data is not None
-    event: dict[str, Any] = json.loads(data)
-    return event
-
-
-def assert_refused(response: Any, status: int, code: str | None, redis_client: redis.Redis) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "detail"} and body["detail"]
-    if code:
-        assert body["error"] == code, body
-    assert redis_client.llen(keys.FANOUT_QUEUE) == 0
+    return stored_event(redis_client, response.headers["X-Relay-Event-Id"])
 
 
 # -- the official vector, as a real request ----------------------------------------------------
@@ -561,22 +537,13 @@ def test_duplicate_query_parameter(client: FlaskClient, redis_client: redis.Redi
 
 # -- property test: never a 5xx --------------------------------------------------------------
 
-FUZZ = settings(
-    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
 _TEXT = st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f")
 param_values = st.one_of(
     st.text(_TEXT, max_size=60),
     st.integers(min_value=-(10**16), max_value=10**16).map(str),
     st.from_regex(r"\A[0-9a-f]{40}\Z"),
 )
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=15,
-)
+json_values = any_json(width=3, key=8, leaves=15, infinity=True)
 EVENT_TYPES = ["chat_add_member", "chat_remove_member", "chat_quit", "chat_update_title",
                "chat_disband", "user_add_org", "check_url"]  # fmt: skip
 EVENT_FIELDS = ["eventId", "userId", "unionId", "operator", "openConversationId", "chatId",
@@ -587,43 +554,19 @@ event_like = st.fixed_dictionaries(
 )
 
 
-@pytest.fixture(scope="module")
-def fuzz_client(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FlaskClient]:
-    state = tmp_path_factory.mktemp("dingtalk-events-fuzz")
-    fuzz_settings = Settings(
-        redis_url=redis_server.url,
-        config=state / "relay.yaml",
-        state_dir=state / "state",
-        log_format="json",
-        max_body=16384,
-    )
-    fuzz_app = create_app(fuzz_settings, parse_config({"sources": SOURCES}))
-    fuzz_app.testing = True
-    yield fuzz_app.test_client()
-
-
 def check(response: Any) -> dict[str, Any]:
     """Below 500 and JSON: an error body, or the encrypted success map."""
-    assert response.status_code < 500, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = json.loads(response.get_data())
+    body = fuzz_json(response)
     if response.status_code < 300:
         assert set(body) == {"msg_signature", "timeStamp", "nonce", "encrypt"}
-    else:
-        assert isinstance(body.get("error"), str) and isinstance(body.get("detail"), str)
     return body
 
 
 @FUZZ
 @given(body=st.binary(max_size=1500), data=st.data())
 def test_fuzz_unsigned(fuzz_client: FlaskClient, body: bytes, data: st.DataObject) -> None:
-    query = {}
-    for name in ("msg_signature", "signature", "timestamp", "timeStamp", "nonce"):
-        value = data.draw(st.none() | param_values, label=name)
-        if value is not None:
-            query[name] = value
+    names = ("msg_signature", "signature", "timestamp", "timeStamp", "nonce")
+    query = drawn(data, names, param_values)
     content_type = data.draw(st.sampled_from(["application/json", "text/plain", None]))
     response = post(fuzz_client, query, body, content_type=content_type)
     check(response)

@@ -14,25 +14,34 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note
+from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import create_app, keys
+from relay import keys
 from relay.config import parse_config
-from relay.embedded import EmbeddedRedis
 from relay.errors import ConfigError, Unauthorized
-from relay.settings import Settings
 from relay.sources import dingtalk_robot as dr
-from relay.sources.base import InboundRequest
+from tests.sources.support import (
+    FUZZ,
+    LATIN1,
+    Headers,
+    Mutation,
+    any_json,
+    assert_refused,
+    build_source,
+    drawn,
+    fuzz_json,
+    inbound,
+    stored_event,
+    tamper,
+)
 
 # protocols.md A1(a), vector [C]
 V_SECRET = "this is secret"
@@ -100,24 +109,8 @@ def encode(body: Any) -> bytes:
 
 
 def source(**options: Any) -> dr.DingTalkRobotSource:
-    config = parse_config(
-        {"sources": [{"id": "r", "kind": "dingtalk_robot", "app_secret": SECRET, **options}]}
-    )
-    return dr.DingTalkRobotSource(config.sources["r"])
-
-
-def inbound(headers: dict[str, str], body: bytes = b"{}") -> InboundRequest:
-    return InboundRequest("POST", {k.lower(): [v] for k, v in headers.items()}, body)
-
-
-@pytest.fixture
-def app(write_config: Callable[..., Path], make_app: Callable[..., Flask]) -> Flask:
-    return make_app(write_config({"sources": SOURCES}))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    entry = {"id": "r", "kind": "dingtalk_robot", "app_secret": SECRET, **options}
+    return build_source(dr.DingTalkRobotSource, entry)
 
 
 def post(client: FlaskClient, body: bytes, headers: Any, source_id: str = "dt") -> Any:
@@ -126,19 +119,7 @@ def post(client: FlaskClient, body: bytes, headers: Any, source_id: str = "dt") 
 
 def stored(redis_client: redis.Redis, response: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.get_data(as_text=True)
-    data = redis_client.hget(keys.event(response.get_json()["event_id"]), "data")
-    assert data is not None
-    event: dict[str, Any] = json.loads(data)
-    return event
-
-
-def assert_refused(response: Any, status: int, code: str | None, redis_client: redis.Redis) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "detail"} and body["detail"]
-    if code:
-        assert body["error"] == code, body
-    assert redis_client.llen(keys.FANOUT_QUEUE) == 0
+    return stored_event(redis_client, response.get_json()["event_id"])
 
 
 # -- the [C] vector and the window -------------------------------------------------------------
@@ -405,66 +386,54 @@ def _flip_sign(value: str) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
-Mutation = Callable[[dict[str, str], bytes], tuple[dict[str, str], bytes]]
-
-
-def _set(**changes: Any) -> Mutation:
-    def mutate(headers: dict[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
-        out = dict(headers)
-        for name, value in changes.items():
-            if value is None:
-                out.pop(name, None)
-            else:
-                out[name] = value(out[name]) if callable(value) else value
-        return out, body
-
-    return mutate
-
-
-def _body(new: Callable[[bytes], bytes]) -> Mutation:
-    return lambda headers, body: (headers, new(body))
-
-
 def _signed_at(offset_ms: int = 0, secret: str = SECRET, *, seconds: bool = False) -> Mutation:
     """Signed correctly for now + ``offset_ms``, computed when the request is made."""
 
-    def mutate(headers: dict[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+    def mutate(headers: dict[str, str], body: bytes) -> tuple[Headers, bytes]:
         ms = int(time.time() * 1000) + offset_ms
         stamp = str(ms // 1000 if seconds else ms)
-        return {**headers, "timestamp": stamp, "sign": sign(secret, stamp)}, body
+        return list({**headers, "timestamp": stamp, "sign": sign(secret, stamp)}.items()), body
 
     return mutate
 
 
 MATRIX: dict[str, tuple[Mutation, int, str | None]] = {
-    "timestamp changed": (_set(timestamp=lambda t: str(int(t) + 1)), 401, "invalid_signature"),
-    "sign bit flip": (_set(sign=_flip_sign), 401, "invalid_signature"),
+    "timestamp changed": (tamper(timestamp=lambda t: str(int(t) + 1)), 401, "invalid_signature"),
+    "sign bit flip": (tamper(sign=_flip_sign), 401, "invalid_signature"),
     "wrong secret": (_signed_at(secret="not-the-secret"), 401, "invalid_signature"),
     "stale timestamp": (_signed_at(-3_601_000), 401, "stale_timestamp"),
     "future timestamp": (_signed_at(3_601_000), 401, "stale_timestamp"),
     "timestamp in seconds": (_signed_at(seconds=True), 401, "stale_timestamp"),
-    "timestamp not digits": (_set(timestamp="yesterday"), 401, "invalid_timestamp"),
-    "timestamp negative": (_set(timestamp="-1577262236757"), 401, "invalid_timestamp"),
-    "timestamp superscript": (_set(timestamp=lambda t: t[:-1] + "²"), 401, "invalid_timestamp"),
-    "timestamp huge": (_set(timestamp="9" * 40), 401, "invalid_timestamp"),
-    "missing timestamp": (_set(timestamp=None), 401, "missing_signature"),
-    "missing sign": (_set(sign=None), 401, "missing_signature"),
-    "empty sign": (_set(sign=""), 401, "missing_signature"),
-    "sign not base64": (_set(sign="!!not*base64!!"), 401, "malformed_signature"),
-    "sign bad padding": (_set(sign=lambda s: s.rstrip("=")), 401, "malformed_signature"),
-    "sign too short": (_set(sign=base64.b64encode(b"x" * 20).decode()), 401, "malformed_signature"),
-    "sign non-ascii": (_set(sign="ü" * 44), 401, "malformed_signature"),
-    "sign hex instead": (_set(sign="ab" * 32), 401, "malformed_signature"),
-    "wrong content type": (_set(**{"Content-Type": "text/plain"}), 415, None),
-    "no content type": (_set(**{"Content-Type": None}), 415, None),
-    "body not json": (_body(lambda b: b"{not json"), 400, "invalid_json"),
-    "body not utf-8": (_body(lambda b: b'{"a": "\xff"}'), 400, "invalid_json"),
-    "body truncated": (_body(lambda b: b[:-7]), 400, "invalid_json"),
-    "body a list": (_body(lambda b: b"[1, 2]"), 422, "invalid_event"),
-    "msgId missing": (_body(lambda b: encode({**json.loads(b), "msgId": None})), 422, None),
-    "msgId too long": (_body(lambda b: encode({**json.loads(b), "msgId": "m" * 300})), 422, None),
+    "timestamp not digits": (tamper(timestamp="yesterday"), 401, "invalid_timestamp"),
+    "timestamp negative": (tamper(timestamp="-1577262236757"), 401, "invalid_timestamp"),
+    "timestamp superscript": (tamper(timestamp=lambda t: t[:-1] + "²"), 401, "invalid_timestamp"),
+    "timestamp huge": (tamper(timestamp="9" * 40), 401, "invalid_timestamp"),
+    "missing timestamp": (tamper(timestamp=None), 401, "missing_signature"),
+    "missing sign": (tamper(sign=None), 401, "missing_signature"),
+    "empty sign": (tamper(sign=""), 401, "missing_signature"),
+    "sign not base64": (tamper(sign="!!not*base64!!"), 401, "malformed_signature"),
+    "sign bad padding": (tamper(sign=lambda s: s.rstrip("=")), 401, "malformed_signature"),
+    "sign too short": (
+        tamper(sign=base64.b64encode(b"x" * 20).decode()),
+        401,
+        "malformed_signature",
+    ),
+    "sign non-ascii": (tamper(sign="ü" * 44), 401, "malformed_signature"),
+    "sign hex instead": (tamper(sign="ab" * 32), 401, "malformed_signature"),
+    "wrong content type": (tamper(**{"Content-Type": "text/plain"}), 415, None),
+    "no content type": (tamper(**{"Content-Type": None}), 415, None),
+    "body not json": (tamper(body=lambda b: b"{not json"), 400, "invalid_json"),
+    "body not utf-8": (tamper(body=lambda b: b'{"a": "\xff"}'), 400, "invalid_json"),
+    "body truncated": (tamper(body=lambda b: b[:-7]), 400, "invalid_json"),
+    "body a list": (tamper(body=lambda b: b"[1, 2]"), 422, "invalid_event"),
+    "msgId missing": (tamper(body=lambda b: encode({**json.loads(b), "msgId": None})), 422, None),
+    "msgId too long": (
+        tamper(body=lambda b: encode({**json.loads(b), "msgId": "m" * 300})),
+        422,
+        None,
+    ),
     "picture without code": (
-        _body(lambda b: encode({**json.loads(b), "msgtype": "picture", "content": {}})),
+        tamper(body=lambda b: encode({**json.loads(b), "msgtype": "picture", "content": {}})),
         422,
         "invalid_event",
     ),
@@ -539,22 +508,12 @@ def test_secret_is_not_in_repr() -> None:
 
 # -- property test: never a 5xx --------------------------------------------------------------
 
-FUZZ = settings(
-    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
-_LATIN1 = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
 header_values = st.one_of(
-    st.text(_LATIN1, max_size=80),
+    st.text(LATIN1, max_size=80),
     st.integers(min_value=-(10**16), max_value=10**16).map(str),
     st.from_regex(r"\A[A-Za-z0-9+/]{0,50}={0,2}\Z"),
 )
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=15,
-)
+json_values = any_json(width=3, key=8, leaves=15, infinity=True)
 FIELDS = ["msgId", "msgtype", "text", "content", "atUsers", "conversationId", "senderNick",
           "senderStaffId", "createAt", "sessionWebhook", "sessionWebhookExpiredTime",
           "isInAtList", "chatbotUserId", "conversationTitle"]  # fmt: skip
@@ -573,40 +532,16 @@ message_like = st.fixed_dictionaries(
 )
 
 
-@pytest.fixture(scope="module")
-def fuzz_client(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FlaskClient]:
-    state = tmp_path_factory.mktemp("dingtalk-robot-fuzz")
-    fuzz_settings = Settings(
-        redis_url=redis_server.url,
-        config=state / "relay.yaml",
-        state_dir=state / "state",
-        log_format="json",
-        max_body=16384,
-    )
-    fuzz_app = create_app(fuzz_settings, parse_config({"sources": SOURCES}))
-    fuzz_app.testing = True
-    yield fuzz_app.test_client()
-
-
 def check(response: Any) -> dict[str, Any]:
-    assert response.status_code < 500, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = json.loads(response.get_data())
-    key = "event_id" if response.status_code < 300 else "error"
-    assert isinstance(body.get(key), str)
-    return body
+    """Below 500 and JSON: an error body, or the event id."""
+    return fuzz_json(response, "event_id")
 
 
 @FUZZ
 @given(body=st.binary(max_size=1500), data=st.data())
 def test_fuzz_unsigned(fuzz_client: FlaskClient, body: bytes, data: st.DataObject) -> None:
-    headers = {"Content-Type": data.draw(st.sampled_from(["application/json", "text/plain", ""]))}
-    for name in ("timestamp", "sign"):
-        value = data.draw(st.none() | header_values, label=name)
-        if value is not None:
-            headers[name] = value
+    content_type = data.draw(st.sampled_from(["application/json", "text/plain", ""]))
+    headers = drawn(data, ("timestamp", "sign"), header_values, {"Content-Type": content_type})
     response = post(fuzz_client, body, headers)
     check(response)
     assert response.status_code >= 400

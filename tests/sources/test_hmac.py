@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +25,17 @@ from flask.testing import FlaskClient
 from relay import keys
 from relay.config import parse_config
 from relay.errors import ConfigError, Unauthorized
-from relay.sources.base import InboundRequest
 from relay.sources.hmac import HmacSource
 from tests.conftest import ROOT
+from tests.sources.support import (
+    Mutation,
+    assert_refused,
+    build_source,
+    flip,
+    inbound,
+    post,
+    tamper,
+)
 
 GH_SECRET = "It's a Secret to Everybody"
 GH_BODY = b"Hello, World!"
@@ -67,7 +74,6 @@ SOURCES: list[dict[str, Any]] = [
         "delivery_id_header": "X-Request-Id",
     },
 ]
-Headers = list[tuple[str, str]]
 
 
 def sign(
@@ -106,40 +112,7 @@ def sign(
 
 
 def source(**options: Any) -> HmacSource:
-    config = parse_config({"sources": [{"id": "h", "kind": "hmac", "secrets": ["k"], **options}]})
-    return HmacSource(config.sources["h"])
-
-
-def inbound(headers: dict[str, str], body: bytes) -> InboundRequest:
-    return InboundRequest("POST", {k.lower(): [v] for k, v in headers.items()}, body)
-
-
-@pytest.fixture
-def app(write_config: Callable[..., Path], make_app: Callable[..., Flask]) -> Flask:
-    return make_app(write_config({"sources": SOURCES}))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-def post(
-    client: FlaskClient, source_id: str, body: bytes, headers: dict[str, str] | Headers
-) -> Any:
-    return client.post(f"/hooks/{source_id}", data=body, headers=headers)
-
-
-def assert_refused(
-    response: Any, status: int | set[int], code: str | None, redis_client: redis.Redis
-) -> None:
-    allowed = status if isinstance(status, set) else {status}
-    assert response.status_code in allowed, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "detail"} and body["detail"]
-    if code:
-        assert body["error"] == code, body
-    assert redis_client.llen(keys.FANOUT_QUEUE) == 0
+    return build_source(HmacSource, {"id": "h", "kind": "hmac", "secrets": ["k"], **options})
 
 
 # -- the GitHub vector and the preset ------------------------------------------------------
@@ -292,37 +265,22 @@ def test_tolerance_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the bad-input matrix ----------------------------------------------------------------------
 
 
-def _flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
-
-
 def _flip_hex(value: str) -> str:
     prefix, digest = value[:-64], bytearray(bytes.fromhex(value[-64:]))
     digest[7] ^= 0x10
     return prefix + digest.hex()
 
 
-def _case(header: str, change: Any = None, body: Any = None) -> Any:
-    def mutate(headers: dict[str, str], data: bytes) -> tuple[Headers, bytes]:
-        out: Headers = []
-        for name, value in headers.items():
-            new: Any = value
-            if name == header:
-                new = change(value) if callable(change) else change
-            if isinstance(new, list):
-                out += [(name, v) for v in new]
-            elif new is not None:
-                out.append((name, new))
-        return out, body(data) if body else data
-
-    return mutate
+def _case(header: str, change: Any = None, body: Any = None) -> Mutation:
+    """``header`` changed (``None`` drops it), and the body too where ``body`` maps it."""
+    return tamper(**{header: change}, body=body)
 
 
 SIG, TS = "X-Signature", "X-Timestamp"
 NOW = int(time.time())
-MATRIX: dict[str, tuple[Any, int | set[int], str | None]] = {
+MATRIX: dict[str, tuple[Mutation, int | set[int], str | None]] = {
     "body bit flip": (
-        _case(SIG, lambda v: v, body=lambda b: _flip(b, 2)),
+        _case(SIG, lambda v: v, body=lambda b: flip(b, 2)),
         401,
         "invalid_signature",
     ),

@@ -23,29 +23,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from relay import keys, signing
+from relay import keys
 from relay.embedded import EmbeddedRedis, free_port
 from tests.conftest import TEST_SECRET
+from tests.sources.support import sign_standard_webhook as sign
+from tests.sources.support import stored_event
 
 CONFIG = {"sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}]}
 MAX_BODY = 4096
 EVENT = {"type": "message.created", "data": {"group": {"id": "g1"}, "text": "hi"}}
-
-
-def sign(
-    body: bytes,
-    msg_id: str = "msg_1",
-    content_type: str = "application/json",
-    ts: str | None = None,
-) -> dict[str, str]:
-    stamp = ts or str(int(time.time()))
-    key = signing.decode_secret(TEST_SECRET)
-    return {
-        "Content-Type": content_type,
-        "webhook-id": msg_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": signing.sign_header([key], msg_id, stamp, body),
-    }
 
 
 @pytest.fixture
@@ -56,11 +42,6 @@ def config_path(write_config: Callable[..., Path]) -> Path:
 @pytest.fixture
 def app(config_path: Path, make_app: Callable[..., Flask]) -> Flask:
     return make_app(config_path, max_body=MAX_BODY)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def error_of(response: Any, status: int) -> dict[str, Any]:
@@ -330,7 +311,7 @@ def test_other_json_becomes_custom_event(
     response = client.post("/hooks/ops", data=body, headers=sign(body))
     assert response.status_code == 202
     event_id = response.get_json()["event_id"]
-    record = json.loads(redis_client.hget(keys.event(event_id), "data") or b"")
+    record = stored_event(redis_client, event_id)
     assert record["type"] == "custom" and record["raw"] == json.loads(body)
 
 

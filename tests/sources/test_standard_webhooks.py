@@ -10,9 +10,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +20,21 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from relay import keys, signing
-from relay.config import parse_config
-from relay.errors import BadRequest, Unauthorized
+from relay.errors import Unauthorized
 from relay.sources import standard_webhooks as sw
-from relay.sources.base import InboundRequest
 from tests.conftest import TEST_SECRET
+from tests.sources.support import (
+    Headers,
+    Mutation,
+    assert_refused,
+    assert_repeated_header_refused,
+    build_source,
+    flip,
+    inbound,
+    stored_event,
+    tamper,
+)
+from tests.sources.support import sign_standard_webhook as sign
 
 V_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 V_TS = 1614265330
@@ -37,71 +45,18 @@ EVENT = {
     "type": "message.created",
     "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"},
 }
-Headers = list[tuple[str, str]]
-
-
-def sign(
-    body: bytes,
-    *,
-    secrets: tuple[str, ...] = (TEST_SECRET,),
-    msg_id: str = "msg_1",
-    ts: int | None = None,
-) -> dict[str, str]:
-    """Headers a Standard Webhooks sender would send for ``body``."""
-    stamp = str(int(time.time()) if ts is None else ts)
-    keyset = [signing.decode_secret(s) for s in secrets]
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": signing.sign_header(keyset, msg_id, stamp, body),
-    }
+SOURCES: list[dict[str, Any]] = [
+    {"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET, OTHER_SECRET]}
+]
 
 
 def source(**options: Any) -> sw.StandardWebhooksSource:
-    config = parse_config(
-        {
-            "sources": [
-                {"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET], **options}
-            ]
-        }
-    )
-    return sw.StandardWebhooksSource(config.sources["ops"])
-
-
-def inbound(headers: dict[str, str], body: bytes) -> InboundRequest:
-    return InboundRequest("POST", {k.lower(): [v] for k, v in headers.items()}, body)
-
-
-@pytest.fixture
-def app(write_config: Callable[..., Path], make_app: Callable[..., Flask]) -> Flask:
-    config = {
-        "sources": [
-            {"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET, OTHER_SECRET]}
-        ]
-    }
-    return make_app(write_config(config))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    entry = {"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET], **options}
+    return build_source(sw.StandardWebhooksSource, entry)
 
 
 def post(client: FlaskClient, body: bytes, headers: dict[str, str] | Headers) -> Any:
     return client.post("/hooks/ops", data=body, headers=headers)
-
-
-def assert_refused(
-    response: Any, status: int | set[int], code: str | None, redis_client: redis.Redis
-) -> None:
-    allowed = status if isinstance(status, set) else {status}
-    assert response.status_code in allowed, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "detail"} and body["detail"]
-    if code:
-        assert body["error"] == code
-    assert redis_client.llen(keys.FANOUT_QUEUE) == 0
 
 
 # -- the official vector -----------------------------------------------------------------
@@ -179,82 +134,58 @@ def test_unknown_secret_only(client: FlaskClient, redis_client: redis.Redis) -> 
 # -- the bad-input matrix ------------------------------------------------------------------
 
 
-def _flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
-
-
 def _flip_signature(header: str) -> str:
     raw = bytearray(base64.b64decode(header[3:]))
     raw[5] ^= 0x80
     return "v1," + base64.b64encode(bytes(raw)).decode()
 
 
-def _case(**changes: Any) -> Callable[[dict[str, str], bytes], tuple[Headers, bytes]]:
-    """A mutation of a valid request; ``None`` drops a header, a list duplicates it."""
-
-    def mutate(headers: dict[str, str], body: bytes) -> tuple[Headers, bytes]:
-        if "body" in changes:
-            body = changes["body"](body)
-        out: Headers = []
-        for name, value in headers.items():
-            new = changes.get(name.replace("-", "_"), value)
-            new = new(value) if callable(new) else new
-            if isinstance(new, list):
-                out += [(name, v) for v in new]
-            elif new is not None:
-                out.append((name, new))
-        return out, body
-
-    return mutate
-
-
 NOW = int(time.time())
-Mutation = Callable[[dict[str, str], bytes], tuple[Headers, bytes]]
 MATRIX: dict[str, tuple[Mutation, int | set[int], str | None]] = {
-    "body bit flip": (_case(body=lambda b: _flip(b, 3)), 401, "invalid_signature"),
-    "body last byte flip": (_case(body=lambda b: _flip(b, len(b) - 1)), 401, "invalid_signature"),
-    "body appended": (_case(body=lambda b: b + b" "), 401, "invalid_signature"),
+    "body bit flip": (tamper(body=lambda b: flip(b, 3)), 401, "invalid_signature"),
+    "body last byte flip": (tamper(body=lambda b: flip(b, len(b) - 1)), 401, "invalid_signature"),
+    "body appended": (tamper(body=lambda b: b + b" "), 401, "invalid_signature"),
     "timestamp changed": (
-        _case(webhook_timestamp=lambda t: str(int(t) - 1)),
+        tamper(webhook_timestamp=lambda t: str(int(t) - 1)),
         401,
         "invalid_signature",
     ),
-    "signature bit flip": (_case(webhook_signature=_flip_signature), 401, "invalid_signature"),
-    "id changed": (_case(webhook_id=lambda i: i + "x"), 401, "invalid_signature"),
-    "stale timestamp": (_case(webhook_timestamp=str(NOW - 3600)), 401, "stale_timestamp"),
-    "future timestamp": (_case(webhook_timestamp=str(NOW + 3600)), 401, "stale_timestamp"),
-    "timestamp in ms": (_case(webhook_timestamp=str(NOW * 1000)), 401, "invalid_timestamp"),
-    "timestamp not digits": (_case(webhook_timestamp="yesterday"), 401, "invalid_timestamp"),
-    "timestamp negative": (_case(webhook_timestamp="-5"), 401, "invalid_timestamp"),
-    "timestamp unicode digits": (_case(webhook_timestamp="١٢٣"), 401, None),
-    "missing id": (_case(webhook_id=None), 401, "missing_signature"),
-    "missing timestamp": (_case(webhook_timestamp=None), 401, "missing_signature"),
-    "missing signature": (_case(webhook_signature=None), 401, "missing_signature"),
-    "empty signature": (_case(webhook_signature=""), 401, "missing_signature"),
+    "signature bit flip": (tamper(webhook_signature=_flip_signature), 401, "invalid_signature"),
+    "id changed": (tamper(webhook_id=lambda i: i + "x"), 401, "invalid_signature"),
+    "stale timestamp": (tamper(webhook_timestamp=str(NOW - 3600)), 401, "stale_timestamp"),
+    "future timestamp": (tamper(webhook_timestamp=str(NOW + 3600)), 401, "stale_timestamp"),
+    "timestamp in ms": (tamper(webhook_timestamp=str(NOW * 1000)), 401, "invalid_timestamp"),
+    "timestamp not digits": (tamper(webhook_timestamp="yesterday"), 401, "invalid_timestamp"),
+    "timestamp negative": (tamper(webhook_timestamp="-5"), 401, "invalid_timestamp"),
+    "timestamp unicode digits": (tamper(webhook_timestamp="١٢٣"), 401, None),
+    "missing id": (tamper(webhook_id=None), 401, "missing_signature"),
+    "missing timestamp": (tamper(webhook_timestamp=None), 401, "missing_signature"),
+    "missing signature": (tamper(webhook_signature=None), 401, "missing_signature"),
+    "empty signature": (tamper(webhook_signature=""), 401, "missing_signature"),
     # WSGI folds a repeated header into one "a, b" value: refused as unsigned or malformed.
-    "duplicate id": (_case(webhook_id=lambda v: [v, v]), {400, 401}, None),
-    "duplicate timestamp": (_case(webhook_timestamp=lambda v: [v, v]), {400, 401}, None),
+    "duplicate id": (tamper(webhook_id=lambda v: [v, v]), {400, 401}, None),
+    "duplicate timestamp": (tamper(webhook_timestamp=lambda v: [v, v]), {400, 401}, None),
     "duplicate bad signature": (
-        _case(webhook_signature=lambda v: [_flip_signature(v)] * 2),
+        tamper(webhook_signature=lambda v: [_flip_signature(v)] * 2),
         {400, 401},
         None,
     ),
-    "sig v1": (_case(webhook_signature="v1"), 401, "invalid_signature"),
-    "sig v1 comma": (_case(webhook_signature="v1,"), 401, "invalid_signature"),
-    "sig no version": (_case(webhook_signature=",abc"), 401, "invalid_signature"),
-    "sig v2": (_case(webhook_signature="v2,xxx"), 401, "invalid_signature"),
-    "sig v1a": (_case(webhook_signature=lambda s: "v1a" + s[2:]), 401, "invalid_signature"),
-    "sig non base64": (_case(webhook_signature="v1,!!!not*base64!!!"), 401, "invalid_signature"),
-    "sig very long": (_case(webhook_signature="v1," + "A" * 8000), 401, "invalid_signature"),
+    "sig v1": (tamper(webhook_signature="v1"), 401, "invalid_signature"),
+    "sig v1 comma": (tamper(webhook_signature="v1,"), 401, "invalid_signature"),
+    "sig no version": (tamper(webhook_signature=",abc"), 401, "invalid_signature"),
+    "sig v2": (tamper(webhook_signature="v2,xxx"), 401, "invalid_signature"),
+    "sig v1a": (tamper(webhook_signature=lambda s: "v1a" + s[2:]), 401, "invalid_signature"),
+    "sig non base64": (tamper(webhook_signature="v1,!!!not*base64!!!"), 401, "invalid_signature"),
+    "sig very long": (tamper(webhook_signature="v1," + "A" * 8000), 401, "invalid_signature"),
     "sig many entries": (
-        _case(webhook_signature=" ".join(["v1,AAAA"] * 500)),
+        tamper(webhook_signature=" ".join(["v1,AAAA"] * 500)),
         401,
         "invalid_signature",
     ),
-    "sig latin-1": (_case(webhook_signature="v1,ünïcødé=="), 401, "invalid_signature"),
-    "sig spaces only": (_case(webhook_signature="   "), 401, None),
+    "sig latin-1": (tamper(webhook_signature="v1,ünïcødé=="), 401, "invalid_signature"),
+    "sig spaces only": (tamper(webhook_signature="   "), 401, None),
     "sig upper version": (
-        _case(webhook_signature=lambda s: "V1" + s[2:]),
+        tamper(webhook_signature=lambda s: "V1" + s[2:]),
         401,
         "invalid_signature",
     ),
@@ -273,17 +204,13 @@ def test_bad_input_matrix(client: FlaskClient, redis_client: redis.Redis, name: 
 @pytest.mark.parametrize("name", ["webhook-id", "webhook-timestamp", "webhook-signature"])
 def test_duplicate_header_seen_by_source_is_400(name: str) -> None:
     """Where a server keeps repeated headers apart, the source refuses them with a 400."""
-    headers = {k: [v] for k, v in sign(V_BODY).items()}
-    headers[name] = headers[name] * 2
-    with pytest.raises(BadRequest) as caught:
-        source().verify(InboundRequest("POST", headers, V_BODY))
-    assert caught.value.code == "duplicate_header"
+    assert_repeated_header_refused(source(), sign(V_BODY), name, V_BODY)
 
 
 def test_duplicated_valid_signature_header(client: FlaskClient, redis_client: redis.Redis) -> None:
     """Folded to "v1,x, v1,x", it reads as a list holding a valid entry: queued once."""
     body = json.dumps(EVENT).encode()
-    headers, body = _case(webhook_signature=lambda v: [v, v])(sign(body), body)
+    headers, body = tamper(webhook_signature=lambda v: [v, v])(sign(body), body)
     response = post(client, body, headers)
     assert response.status_code in (202, 400, 401)
     assert redis_client.llen(keys.FANOUT_QUEUE) == (1 if response.status_code == 202 else 0)
@@ -320,7 +247,7 @@ def test_valid_request_is_queued_once(client: FlaskClient, redis_client: redis.R
     assert redis_client.get(keys.dedupe("ops", "msg_ok")) == event_id.encode()
     ttl = redis_client.ttl(keys.dedupe("ops", "msg_ok"))
     assert 3 * 86400 - 60 < ttl <= 3 * 86400
-    record = json.loads(redis_client.hget(keys.event(event_id), "data") or b"")
+    record = stored_event(redis_client, event_id)
     assert record["type"] == "message.created" and record["group"]["id"] == "g1"
 
 
