@@ -7,8 +7,6 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Iterator
-from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
@@ -19,27 +17,14 @@ from werkzeug import Request, Response
 import workers.http
 from relay.config import parse_config
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
-from relay.events import FileRef, GroupEvent, Party
+from relay.events import FileRef, Party
 from relay.people import People, Person
+from tests.workers.support import assert_hidden, assert_registered, delivery_context
 from workers.targets.apprise import AppriseOptions, AppriseTarget
 from workers.targets.base import DeliveryContext
 
 TOKEN = "tok3n-in-the-path-9f8e7d"
 PASSWORD = "pa55-in-the-url-4c3b2a"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def sink(server: HTTPServer) -> HTTPServer:
-    server.clear()
-    return server
 
 
 def make_target(*urls: str, allow_private: bool = True, **options: Any) -> AppriseTarget:
@@ -54,8 +39,8 @@ def make_target(*urls: str, allow_private: bool = True, **options: Any) -> Appri
     return AppriseTarget(config.targets["notify"])
 
 
-def json_url(sink: HTTPServer, path: str = f"/hook/{TOKEN}", scheme: str = "json") -> str:
-    return f"{scheme}://relay:{PASSWORD}@127.0.0.1:{sink.port}{path}"
+def json_url(server: HTTPServer, path: str = f"/hook/{TOKEN}", scheme: str = "json") -> str:
+    return f"{scheme}://relay:{PASSWORD}@127.0.0.1:{server.port}{path}"
 
 
 def context(
@@ -65,45 +50,33 @@ def context(
     state: redis.Redis | None = None,
     text: str = "deploy <b>done</b>",
 ) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type="message.created",
+    return delivery_context(
+        delivery_id,
+        template=template,
+        state=state,
+        source_kind="slack",
+        people=People({"ada": Person(name="Ada Lovelace", slack="U1")}),
         text=text,
-        group=Party(id="g1", name="Ops room"),
         sender=Party(id="u9", name="Grace"),
         mentions=[Party(id="U1"), Party(id="U2", name="bob")],
         files=[FileRef(name="log.txt", url="https://files.example.com/log.txt")],
     )
-    people = People({"ada": Person(name="Ada Lovelace", slack="U1")})
-    return DeliveryContext(
-        delivery_id,
-        1,
-        event.to_json(),
-        5.0,
-        template=template,
-        source_kind="slack",
-        people=people,
-        state=state,
-    )
 
 
-def posted(sink: HTTPServer, index: int = -1) -> tuple[Request, dict[str, Any]]:
-    request, _ = sink.log[index]
+def posted(server: HTTPServer, index: int = -1) -> tuple[Request, dict[str, Any]]:
+    request, _ = server.log[index]
     return request, json.loads(request.get_data())
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "apprise"]
-    assert ep.load() is AppriseTarget
-    assert (AppriseTarget.kind, AppriseTarget.family) == ("apprise", "notify")
+    assert_registered(AppriseTarget, "apprise", "notify")
 
 
-def test_json_endpoint_receives_the_rendered_message(sink: HTTPServer) -> None:
-    sink.expect_request(f"/hook/{TOKEN}", method="POST").respond_with_data("ok")
-    result = make_target(json_url(sink)).deliver(context())
+def test_json_endpoint_receives_the_rendered_message(server: HTTPServer) -> None:
+    server.expect_request(f"/hook/{TOKEN}", method="POST").respond_with_data("ok")
+    result = make_target(json_url(server)).deliver(context())
     assert result.excerpt == "sent to 1 Apprise URL(s)"
-    request, payload = posted(sink)
+    request, payload = posted(server)
     assert request.authorization is not None and request.authorization.password == PASSWORD
     assert payload["title"] == "Ops room"
     assert payload["message"] == (
@@ -111,23 +84,23 @@ def test_json_endpoint_receives_the_rendered_message(sink: HTTPServer) -> None:
     )
 
 
-def test_form_endpoint_with_custom_title_and_template(sink: HTTPServer) -> None:
-    sink.expect_request("/form", method="POST").respond_with_data("ok")
+def test_form_endpoint_with_custom_title_and_template(server: HTTPServer) -> None:
+    server.expect_request("/form", method="POST").respond_with_data("ok")
     target = make_target(
-        json_url(sink, "/form", scheme="form"),
+        json_url(server, "/form", scheme="form"),
         title="{{ event.sender.name }} @ {{ event.group.name }}",
         template="{{ event.text }} ({{ mentions | length }} mentioned)",
     )
     target.deliver(context(template=target.config.template))
-    request, _ = sink.log[-1]
+    request, _ = server.log[-1]
     assert request.form["title"] == "Grace @ Ops room"
     assert request.form["message"] == "deploy <b>done</b> (2 mentioned)"
 
 
-def test_html_format_escapes_event_text(sink: HTTPServer) -> None:
-    sink.expect_request("/form").respond_with_data("ok")
-    make_target(json_url(sink, "/form", scheme="form"), format="html").deliver(context())
-    request, _ = sink.log[-1]
+def test_html_format_escapes_event_text(server: HTTPServer) -> None:
+    server.expect_request("/form").respond_with_data("ok")
+    make_target(json_url(server, "/form", scheme="form"), format="html").deliver(context())
+    request, _ = server.log[-1]
     assert "deploy &lt;b&gt;done&lt;/b&gt;" in request.form["message"]
     assert '<a href="https://files.example.com/log.txt">log.txt</a>' in request.form["message"]
 
@@ -141,9 +114,9 @@ class Recorder(logging.Handler):
         self.records.append(record)
 
 
-def test_http_500_is_retryable_and_leaks_no_secret(sink: HTTPServer) -> None:
-    sink.expect_request(f"/hook/{TOKEN}").respond_with_data("boom", status=500)
-    target = make_target(json_url(sink))
+def test_http_500_is_retryable_and_leaks_no_secret(server: HTTPServer) -> None:
+    server.expect_request(f"/hook/{TOKEN}").respond_with_data("boom", status=500)
+    target = make_target(json_url(server))
     root, recorder = logging.getLogger(), Recorder()
     root.addHandler(recorder)
     try:
@@ -153,43 +126,42 @@ def test_http_500_is_retryable_and_leaks_no_secret(sink: HTTPServer) -> None:
         root.removeHandler(recorder)
     message = str(info.value)
     assert message.startswith(
-        f"Apprise could not deliver to urls[0] (json://127.0.0.1:{sink.port})"
+        f"Apprise could not deliver to urls[0] (json://127.0.0.1:{server.port})"
     )
     assert "error=500" in message
-    for secret in (TOKEN, PASSWORD):
-        assert secret not in message and secret not in (info.value.excerpt or "")
+    assert_hidden(info.value, TOKEN, PASSWORD)
     # Apprise's own records (its debug lines repeat the URL) never reach the root logger.
     assert not [r for r in recorder.records if r.name.startswith("apprise")]
 
 
-def test_redirects_are_not_followed(sink: HTTPServer) -> None:
-    sink.expect_request("/moved").respond_with_data("", status=302, headers={"location": "/else"})
-    sink.expect_request("/else").respond_with_data("ok")
+def test_redirects_are_not_followed(server: HTTPServer) -> None:
+    server.expect_request("/moved").respond_with_data("", status=302, headers={"location": "/else"})
+    server.expect_request("/else").respond_with_data("ok")
     with pytest.raises(RetryableDeliveryError, match="urls\\[0\\]"):
-        make_target(json_url(sink, "/moved")).deliver(context())
-    assert [r.path for r, _ in sink.log] == ["/moved"]
+        make_target(json_url(server, "/moved")).deliver(context())
+    assert [r.path for r, _ in server.log] == ["/moved"]
 
 
 def test_a_retry_resends_only_to_the_urls_that_failed(
-    sink: HTTPServer, redis_client: redis.Redis
+    server: HTTPServer, redis_client: redis.Redis
 ) -> None:
     answers = iter([503, 200])
-    sink.expect_request("/good").respond_with_data("ok")
-    sink.expect_request("/flaky").respond_with_handler(
+    server.expect_request("/good").respond_with_data("ok")
+    server.expect_request("/flaky").respond_with_handler(
         lambda request: Response("x", status=next(answers))
     )
-    target = make_target(json_url(sink, "/good"), json_url(sink, "/flaky"))
+    target = make_target(json_url(server, "/good"), json_url(server, "/flaky"))
     with pytest.raises(RetryableDeliveryError, match="urls\\[1\\]") as info:
         target.deliver(context("dlv_retry", state=redis_client))
     assert "urls[0]" not in str(info.value)
     result = target.deliver(context("dlv_retry", state=redis_client))
     assert result.excerpt == "sent to 1 Apprise URL(s) (1 already done by an earlier attempt)"
-    assert [r.path for r, _ in sink.log] == ["/good", "/flaky", "/flaky"]
+    assert [r.path for r, _ in server.log] == ["/good", "/flaky", "/flaky"]
 
 
-def test_private_urls_are_refused_without_allow_private(sink: HTTPServer) -> None:
+def test_private_urls_are_refused_without_allow_private(server: HTTPServer) -> None:
     with pytest.raises(ConfigError) as info:
-        make_target(json_url(sink), "ntfys://localhost/topic", allow_private=False)
+        make_target(json_url(server), "ntfys://localhost/topic", allow_private=False)
     assert info.value.problems == [
         "targets.notify.urls[0]: 127.0.0.1 is a loopback address; "
         "set allow_private: true on the target to allow it",
@@ -208,7 +180,7 @@ def test_fixed_services_are_not_host_checked() -> None:
 
 
 def test_a_host_that_resolves_to_a_private_address_is_refused_before_sending(
-    sink: HTTPServer, monkeypatch: pytest.MonkeyPatch
+    server: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def fake_dns(host: str, port: int) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port))]
@@ -221,7 +193,7 @@ def test_a_host_that_resolves_to_a_private_address_is_refused_before_sending(
         "refused to send to urls[0] (json://hooks.example.com): hooks.example.com resolves "
         "to 10.1.2.3, a private address; set allow_private: true on the target to allow it"
     )
-    assert not sink.log
+    assert not server.log
 
 
 @pytest.mark.parametrize(
@@ -239,13 +211,13 @@ def test_bad_urls(urls: list[str], problem: str) -> None:
     assert TOKEN not in str(info.value)
 
 
-def test_templates_that_fail_to_render_are_permanent(sink: HTTPServer) -> None:
-    target = make_target(json_url(sink))
+def test_templates_that_fail_to_render_are_permanent(server: HTTPServer) -> None:
+    target = make_target(json_url(server))
     with pytest.raises(PermanentDeliveryError, match="template line 2"):
         target.deliver(context(template="ok\n{{ event.nope }}"))
     with pytest.raises(PermanentDeliveryError, match="title template line 1"):
-        make_target(json_url(sink), title="{{ event.nope }}").deliver(context())
-    assert not sink.log
+        make_target(json_url(server), title="{{ event.nope }}").deliver(context())
+    assert not server.log
 
 
 def test_without_the_apprise_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,13 +13,11 @@ import pytest
 import redis
 
 from relay import keys
-from relay.config import load_config
 from relay.errors import PermanentDeliveryError
-from relay.settings import Settings
 from tests.conftest import TEST_SECRET
+from tests.workers.support import accept
 from workers.context import WorkerContext
 from workers.delivery import run_delivery
-from workers.fanout import fanout
 from workers.targets.base import DeliveryContext, DeliveryResult
 
 
@@ -49,37 +47,8 @@ class RefusingAdapter:
 
 
 @pytest.fixture
-def context(
-    make_settings: Callable[..., Settings],
-    write_config: Callable[..., Path],
-    tmp_path: Path,
-    redis_client: redis.Redis,
-) -> WorkerContext:
-    path = write_config(
-        {
-            "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-            "targets": [
-                {
-                    "id": "out",
-                    "kind": "file",
-                    "path": str(tmp_path / "out"),
-                    "retry": {"max_attempts": 2, "backoff_base": "10ms"},
-                }
-            ],
-            "routes": [{"source": "ops", "targets": ["out"]}],
-        }
-    )
-    settings = make_settings(config=path)
-    return WorkerContext(settings, load_config(path))
-
-
-def accept(ctx: WorkerContext) -> str:
-    ctx.queue.accept_event(
-        "ops", "evt_1", json.dumps({"id": "evt_1", "source": "ops"}), dedupe_key=None, dedupe_ttl=60
-    )
-    assert fanout(ctx, "evt_1") == 1
-    [delivery_id] = ctx.store.event_delivery_ids("evt_1")
-    return delivery_id
+def context(file_worker: Callable[..., WorkerContext]) -> WorkerContext:
+    return file_worker(max_attempts=2)
 
 
 def test_an_adapter_bug_is_retried_then_dead_lettered(context: WorkerContext) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -16,9 +15,9 @@ from relay.config import load_config
 from relay.errors import RetryableDeliveryError, TargetThrottled
 from relay.settings import Settings
 from tests.conftest import TEST_SECRET
+from tests.workers.support import accept, fan_out
 from workers.context import WorkerContext
 from workers.delivery import run_deliveries, run_delivery
-from workers.fanout import fanout
 from workers.targets.base import DeliveryContext, DeliveryResult
 
 
@@ -37,42 +36,8 @@ class Throttling:
 
 
 @pytest.fixture
-def build(
-    make_settings: Callable[..., Settings], write_config: Callable[..., Path], tmp_path: Path
-) -> Callable[..., WorkerContext]:
-    def make(**target: Any) -> WorkerContext:
-        path = write_config(
-            {
-                "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-                "targets": [
-                    {
-                        "id": "out",
-                        "kind": "file",
-                        "path": str(tmp_path / "out"),
-                        "retry": {"max_attempts": 3, "backoff_base": "10ms"},
-                        **target,
-                    }
-                ],
-                "routes": [{"source": "ops", "targets": ["out"]}],
-            }
-        )
-        return WorkerContext(make_settings(config=path), load_config(path))
-
-    return make
-
-
-def accept(ctx: WorkerContext, n: int = 1) -> str:
-    event_id = f"evt_{n}"
-    ctx.queue.accept_event(
-        "ops",
-        event_id,
-        json.dumps({"id": event_id, "source": "ops"}),
-        dedupe_key=None,
-        dedupe_ttl=60,
-    )
-    fanout(ctx, event_id)
-    [delivery_id] = ctx.store.event_delivery_ids(event_id)
-    return delivery_id
+def build(file_worker: Callable[..., WorkerContext]) -> Callable[..., WorkerContext]:
+    return partial(file_worker, max_attempts=3)
 
 
 def parked(ctx: WorkerContext, delivery_id: str) -> dict[str, str]:
@@ -171,15 +136,7 @@ def test_the_route_template_wins_over_the_target_template(
             return DeliveryResult()
 
     ctx.targets["a"] = Recording()  # type: ignore[assignment]
-    ctx.queue.accept_event(
-        "ops",
-        "evt_t",
-        json.dumps({"id": "evt_t", "source": "ops"}),
-        dedupe_key=None,
-        dedupe_ttl=60,
-    )
-    fanout(ctx, "evt_t")
-    for delivery_id in ctx.store.event_delivery_ids("evt_t"):
+    for delivery_id in fan_out(ctx, "evt_t"):
         assert run_delivery(ctx, delivery_id) == "delivered"
     assert sorted(seen) == ["route ops", "target 1"]
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
@@ -28,8 +26,15 @@ from relay.errors import (
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import GroupEvent, Party, ReplyHandle
+from relay.events import Party, ReplyHandle
 from relay.people import People, Person
+from tests.workers.support import (
+    assert_hidden,
+    assert_registered,
+    build_target,
+    delivery_context,
+    refusal,
+)
 from workers.targets.base import DeliveryContext
 from workers.targets.dingtalk_app import DingTalkAppTarget
 
@@ -127,20 +132,6 @@ class FakeDingTalk:
         return f"{self.base}/robot/sendBySession?session={session}"
 
 
-@pytest.fixture(scope="module")
-def loopback() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(loopback: HTTPServer) -> HTTPServer:
-    loopback.clear()
-    return loopback
-
-
 @pytest.fixture
 def fake(server: HTTPServer) -> FakeDingTalk:
     return FakeDingTalk(server)
@@ -151,13 +142,7 @@ def make_target(base: str, *, allow_private: bool = True, **options: Any) -> Din
     values.update(options)
     if values.get("mode") != "reply":
         values.setdefault("open_conversation_id", GROUP)
-    config = TargetConfig(
-        id="app",
-        kind="dingtalk_app",
-        allow_private=allow_private,
-        options=DingTalkAppTarget.Options(**values),
-    )
-    return DingTalkAppTarget(config)
+    return build_target(DingTalkAppTarget, "app", allow_private=allow_private, **values)
 
 
 def context(
@@ -170,32 +155,20 @@ def context(
     mentions: list[Party] | None = None,
     template: str | None = None,
 ) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type="message.created",
-        text=text,
-        group=Party(id=group, name="Ops room"),
-        sender=Party(id="u1", name="Grace"),
-        mentions=mentions or [],
-        reply=session,
-    )
-    return DeliveryContext(
-        "dlv_1",
-        1,
-        event.to_json(),
-        5.0,
+    return delivery_context(
         template=template,
         source_kind=source_kind,
         people=PEOPLE,
         state=state,
+        text=text,
+        group=Party(id=group, name="Ops room"),
+        mentions=mentions or [],
+        reply=session,
     )
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "dingtalk_app"]
-    assert ep.load() is DingTalkAppTarget
-    assert (DingTalkAppTarget.kind, DingTalkAppTarget.family) == ("dingtalk_app", "notify")
+    assert_registered(DingTalkAppTarget, "dingtalk_app", "notify")
     assert DingTalkAppTarget.default_rate_limits == ("20/min",)
 
 
@@ -379,11 +352,8 @@ def test_api_errors_are_classified(
     says: str,
 ) -> None:
     fake.forced = [answer]
-    with pytest.raises(error, match=says) as info:
-        make_target(fake.base).deliver(context(redis_client))
-    assert type(info.value) is error
-    assert getattr(info.value, "retry_after", None) == retry_after
-    assert "tok-0001" not in str(info.value) and APP_SECRET not in str(info.value)
+    raised = refusal(make_target(fake.base), context(redis_client), error, says, retry_after)
+    assert_hidden(raised, "tok-0001", APP_SECRET)
 
 
 def test_real_parameter_errors_from_the_fake(fake: FakeDingTalk, redis_client: redis.Redis) -> None:

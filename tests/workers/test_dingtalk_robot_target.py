@@ -13,29 +13,30 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
-from flask.testing import FlaskClient
 from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config import SourceConfig, TargetConfig, parse_config
+from relay.config import TargetConfig, parse_config
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import GroupEvent, Party
+from relay.events import Party
 from relay.people import People, Person
-from relay.sources.standard_webhooks import StandardWebhooksSource
-from tests.conftest import TEST_SECRET, wait_for
+from tests.workers.support import (
+    assert_hidden,
+    assert_registered,
+    build_target,
+    delivery_context,
+    refusal,
+)
 from workers.targets.base import DeliveryContext
 from workers.targets.dingtalk_robot import DingTalkRobotTarget, signed_url
 
@@ -106,28 +107,8 @@ class FakeRobot:
         return errcode(0, "ok")
 
 
-@pytest.fixture(scope="module")
-def loopback() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def server(loopback: HTTPServer) -> HTTPServer:
-    loopback.clear()
-    return loopback
-
-
 def make_target(url: str, **options: Any) -> DingTalkRobotTarget:
-    config = TargetConfig(
-        id="ding",
-        kind="dingtalk_robot",
-        allow_private=True,
-        options=DingTalkRobotTarget.Options(url=url, **options),
-    )
-    return DingTalkRobotTarget(config)
+    return build_target(DingTalkRobotTarget, "ding", url=url, **options)
 
 
 def context(
@@ -137,24 +118,17 @@ def context(
     template: str | None = None,
     source_kind: str | None = "feishu",
 ) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type="message.created",
+    return delivery_context(
+        template=template,
+        source_kind=source_kind,
+        people=PEOPLE,
         text=text,
-        group=Party(id="g1", name="Ops room"),
-        sender=Party(id="u1", name="Grace"),
         mentions=mentions or [],
-    )
-    return DeliveryContext(
-        "dlv_1", 1, event.to_json(), 5.0, template=template, source_kind=source_kind, people=PEOPLE
     )
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "dingtalk_robot"]
-    assert ep.load() is DingTalkRobotTarget
-    assert (DingTalkRobotTarget.kind, DingTalkRobotTarget.family) == ("dingtalk_robot", "notify")
+    assert_registered(DingTalkRobotTarget, "dingtalk_robot", "notify")
     assert DingTalkRobotTarget.default_rate_limits == ("20/min",)
 
 
@@ -349,14 +323,10 @@ def test_errcodes_in_http_200(
     server: HTTPServer, code: int, error: type[Exception], retry_after: float | None, says: str
 ) -> None:
     server.expect_request("/robot/send").respond_with_response(errcode(code, "boom"))
-    with pytest.raises(error, match=says) as info:
-        make_target(
-            server.url_for("/robot/send") + f"?access_token={TOKEN}", secret=SECRET
-        ).deliver(context())
-    assert type(info.value) is error
-    assert getattr(info.value, "retry_after", None) == retry_after
-    assert TOKEN not in str(info.value) and SECRET not in str(info.value)
-    assert info.value.status == 200  # type: ignore[attr-defined]
+    target = make_target(server.url_for("/robot/send") + f"?access_token={TOKEN}", secret=SECRET)
+    raised = refusal(target, context(), error, says, retry_after)
+    assert_hidden(raised, TOKEN, SECRET)
+    assert raised.status == 200  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -449,42 +419,15 @@ def test_loopback_url_refused_at_init_without_allow_private() -> None:
 
 
 def test_end_to_end_through_a_real_worker(
-    server: HTTPServer,
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
-    redis_client: redis.Redis,
+    server: HTTPServer, relay_event: Callable[..., None]
 ) -> None:
     fake = FakeRobot(server)
-    config = {
-        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-        "targets": [
-            {
-                "id": "ding",
-                "kind": "dingtalk_robot",
-                "url": fake.url,
-                "secret": SECRET,
-                "msgtype": "text",
-                "allow_private": True,
-            }
-        ],
-        "routes": [{"source": "ops", "targets": ["ding"]}],
+    target = {
+        "id": "ding",
+        "kind": "dingtalk_robot",
+        "url": fake.url,
+        "secret": SECRET,
+        "msgtype": "text",
     }
-    path = write_config(config)
-    relay_processes(path)
-    event = {
-        "type": "message.created",
-        "data": {"group": {"id": "g1", "name": "Ops"}, "text": "shipped"},
-    }
-    source = StandardWebhooksSource(
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    sample = source.sample(json.dumps(event).encode())
-    answer = client_for(path).post("/hooks/ops", data=sample.body, headers=dict(sample.headers))
-    assert answer.status_code == 202
-    wait_for(lambda: fake.messages, timeout=30)
+    relay_event(target, {"group": {"id": "g1", "name": "Ops"}, "text": "shipped"})
     assert fake.messages[0]["text"]["content"] == "[Ops] shipped"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import email
-import json
 import socket
 import ssl
 import threading
@@ -13,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import default
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from flask.testing import FlaskClient
 
 import workers.http
-from relay.config import SourceConfig, parse_config
+from relay.config import parse_config
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
-from relay.events import FileRef, GroupEvent, Party
+from relay.events import FileRef, Party
 from relay.people import People
-from relay.sources.standard_webhooks import StandardWebhooksSource
-from tests.conftest import TEST_SECRET, wait_for
+from tests.workers.support import assert_registered, delivery_context
 from workers.targets.base import DeliveryContext
 from workers.targets.email import EmailOptions, EmailTarget
 
@@ -194,24 +190,16 @@ def context(
     template: str | None = None,
     timeout: float = 5.0,
 ) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type="message.created",
-        text=text,
-        group=Party(id="g1", name="Ops room"),
-        sender=Party(id="u9", name="Grace"),
-        mentions=[Party(id=m) for m in mentions],
-        files=[FileRef(name="log.txt", url="https://files.example.com/log.txt")],
-    )
-    return DeliveryContext(
+    return delivery_context(
         delivery_id,
-        1,
-        event.to_json(),
-        timeout,
+        timeout=timeout,
         template=template,
         source_kind="slack",
         people=PEOPLE,
+        text=text,
+        sender=Party(id="u9", name="Grace"),
+        mentions=[Party(id=m) for m in mentions],
+        files=[FileRef(name="log.txt", url="https://files.example.com/log.txt")],
     )
 
 
@@ -226,9 +214,7 @@ def parts(message: EmailMessage) -> tuple[str, str]:
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "email"]
-    assert ep.load() is EmailTarget
-    assert (EmailTarget.kind, EmailTarget.family) == ("email", "notify")
+    assert_registered(EmailTarget, "email", "notify")
 
 
 def test_delivers_multipart_message_with_stable_ids(smtp_server: Callable[..., Any]) -> None:
@@ -509,45 +495,19 @@ def test_templates_that_fail_to_render_are_permanent(smtp_server: Callable[..., 
 
 
 def test_end_to_end_through_a_worker(
-    smtp_server: Callable[..., Any],
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
+    smtp_server: Callable[..., Any], relay_event: Callable[..., None]
 ) -> None:
     mailbox, port = smtp_server()
     target = {
         "id": "mail",
         "kind": "email",
-        "allow_private": True,
         "host": "127.0.0.1",
         "port": port,
         "security": "none",
         "from": "relay@example.com",
         "to": ["ops@example.com"],
     }
-    path = write_config(
-        {
-            "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-            "targets": [target],
-            "routes": [{"source": "ops", "targets": ["mail"]}],
-        }
-    )
-    relay_processes(path)
-    body = {
-        "type": "message.created",
-        "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"},
-    }
-    source = StandardWebhooksSource(
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    sample = source.sample(json.dumps(body).encode())
-    response = client_for(path).post("/hooks/ops", data=sample.body, headers=sample.headers)
-    assert response.status_code == 202
-    wait_for(lambda: mailbox.messages, timeout=30)
+    relay_event(target)
     [received] = mailbox.messages
     assert received.message["Subject"] == "[Ops] u1: hi"
     assert received.message["Message-ID"].startswith("<dlv_")

@@ -11,29 +11,27 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
-from pathlib import Path
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
-import redis
 import requests
-from flask.testing import FlaskClient
 from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
-from relay.config import SourceConfig, TargetConfig, parse_config
+from relay.config import parse_config
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
-from relay.events import FileRef, GroupEvent, Party
 from relay.people import People, Person
 from relay.ratelimit import parse_rate_text
-from relay.registry import source_kinds
-from relay.sources.standard_webhooks import StandardWebhooksSource
-from tests.conftest import TEST_SECRET, wait_for
-from workers.targets.base import DeliveryContext
+from tests.workers.support import (
+    assert_hidden,
+    assert_registered,
+    build_target,
+    dingtalk_message,
+    refusal,
+)
 from workers.targets.feishu_bot import MAX_BODY, FeishuBotTarget, sign
 
 TOKEN = "2f1a9c3e-7b1d-4e0a-9d55-0c8b1f6e4a21"
@@ -127,57 +125,16 @@ def well_formed(body: Any) -> bool:
     return kind == "interactive" and isinstance(body.get("card"), dict)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def bot(server: HTTPServer) -> FakeFeishu:
-    server.clear()
     return FakeFeishu(server, secret=SECRET)
 
 
 def make_target(url: str, *, allow_private: bool = True, **options: Any) -> FeishuBotTarget:
-    config = TargetConfig(
-        id="feishu",
-        kind="feishu_bot",
-        allow_private=allow_private,
-        options=FeishuBotTarget.Options(url=url, **options),
-    )
-    return FeishuBotTarget(config)
+    return build_target(FeishuBotTarget, "feishu", allow_private=allow_private, url=url, **options)
 
 
-def context(
-    text: str = "deploy finished ✅", template: str | None = None, **event: Any
-) -> DeliveryContext:
-    """What the worker hands the adapter; ``template`` is the route's or target's."""
-    fields: dict[str, Any] = {
-        "id": "evt_1",
-        "source": "ops",
-        "type": "message.created",
-        "text": text,
-        "group": Party(id="g1", name="Ops room"),
-        "sender": Party(id="u1", name="Bob"),
-        "mentions": [Party(id="manager4521", name="ada-dt"), Party(id="u9", name="Zed")],
-        "files": [
-            FileRef(name="report.pdf", url="https://files.example.com/report.pdf"),
-            FileRef(name="notes.txt", ref="dt-file-1"),
-        ],
-    }
-    fields.update(event)
-    return DeliveryContext(
-        "dlv_1",
-        1,
-        GroupEvent(**fields).to_json(),
-        5.0,
-        template=template,
-        people=PEOPLE,
-        source_kind="dingtalk_robot",
-    )
+context = partial(dingtalk_message, PEOPLE)
 
 
 def post_lines(message: dict[str, Any]) -> list[list[dict[str, str]]]:
@@ -186,9 +143,7 @@ def post_lines(message: dict[str, Any]) -> list[list[dict[str, str]]]:
 
 
 def test_registered_with_the_platform_limits() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "feishu_bot"]
-    assert ep.load() is FeishuBotTarget
-    assert (FeishuBotTarget.kind, FeishuBotTarget.family) == ("feishu_bot", "notify")
+    assert_registered(FeishuBotTarget, "feishu_bot", "notify")
     rates = [parse_rate_text(r) for r in FeishuBotTarget.default_rate_limits]
     assert rates == [{"limit": 100, "per": 60.0}, {"limit": 5, "per": 1.0}]
 
@@ -219,7 +174,6 @@ def test_signed_post_with_group_sender_text_files_and_real_mentions(bot: FakeFei
 
 
 def test_unsigned_without_a_secret(server: HTTPServer) -> None:
-    server.clear()
     bot = FakeFeishu(server)
     make_target(bot.url()).deliver(context())
     [message] = bot.messages
@@ -351,10 +305,8 @@ def test_answers_are_classified(
     retry_after: float | None,
 ) -> None:
     bot.script.append(response)
-    with pytest.raises(error, match=match) as info:
-        make_target(bot.url(), secret=SECRET).deliver(context())
-    assert getattr(info.value, "retry_after", None) == retry_after
-    assert type(info.value) is error  # never TargetThrottled: Feishu limits, not blocks
+    # Never TargetThrottled: Feishu limits, it does not block.
+    refusal(make_target(bot.url(), secret=SECRET), context(), error, match, retry_after)
 
 
 def test_errors_and_excerpts_never_carry_the_token(bot: FakeFeishu) -> None:
@@ -364,8 +316,7 @@ def test_errors_and_excerpts_never_carry_the_token(bot: FakeFeishu) -> None:
     for expected in (RetryableDeliveryError, PermanentDeliveryError):
         with pytest.raises(expected) as info:
             target.deliver(context())
-        for text in (str(info.value), repr(info.value), info.value.excerpt or ""):
-            assert TOKEN not in text and SECRET not in text
+        assert_hidden(info.value, TOKEN, SECRET)
         assert "***" in (info.value.excerpt or "")
 
 
@@ -427,46 +378,9 @@ def test_built_from_relay_yaml_with_secrets_from_the_environment(bot: FakeFeishu
 
 
 def test_end_to_end_through_a_real_worker(
-    bot: FakeFeishu,
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
-    redis_client: redis.Redis,
+    bot: FakeFeishu, relay_event: Callable[..., None]
 ) -> None:
-    path = write_config(
-        {
-            "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-            "targets": [
-                {
-                    "id": "feishu",
-                    "kind": "feishu_bot",
-                    "url": bot.url(),
-                    "secret": SECRET,
-                    "allow_private": True,
-                }
-            ],
-            "routes": [{"source": "ops", "targets": ["feishu"]}],
-        }
-    )
-    relay_processes(path)
-    source = source_kinds()["standard_webhooks"](
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    event = {
-        "type": "message.created",
-        "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"},
-    }
-    sample = source.sample(json.dumps(event).encode())
-    response = client_for(path).post("/hooks/ops", data=sample.body, headers=dict(sample.headers))
-    assert response.status_code == 202
-    wait_for(lambda: bot.messages, timeout=30)
+    relay_event({"id": "feishu", "kind": "feishu_bot", "url": bot.url(), "secret": SECRET})
     [message] = bot.messages
     assert message["content"]["post"]["zh_cn"]["title"] == "Ops"
     assert post_lines(message) == [[{"tag": "text", "text": "u1: hi"}]]
-    event_id = response.get_json()["event_id"]
-    [delivery] = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)))
-    wait_for(lambda: redis_client.hget(keys.delivery(delivery.decode()), "status") == b"delivered")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from relay.config import TargetConfig
 from relay.errors import ConfigError, RetryableDeliveryError
 from relay.events import GroupEvent
+from tests.workers.support import assert_registered
 from workers.targets.base import DeliveryContext
 from workers.targets.file import FileTarget
 
@@ -41,9 +41,7 @@ def read_lines(file: Path) -> list[dict[str, Any]]:
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "file"]
-    assert ep.load() is FileTarget
-    assert (FileTarget.kind, FileTarget.family) == ("file", "storage")
+    assert_registered(FileTarget, "file", "storage")
 
 
 def test_appends_one_line_per_delivery_and_creates_the_folder(tmp_path: Path) -> None:

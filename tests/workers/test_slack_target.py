@@ -8,32 +8,25 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
-from pathlib import Path
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
-import redis
-from flask.testing import FlaskClient
 from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
-from relay.config import SourceConfig, TargetConfig, parse_config
+from relay.config import TargetConfig, parse_config
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import FileRef, GroupEvent, Party
-from relay.people import People, Person
-from relay.registry import source_kinds
-from relay.sources.standard_webhooks import StandardWebhooksSource
-from tests.conftest import TEST_SECRET, wait_for
-from workers.targets.base import DeliveryContext
+from relay.events import FileRef, Party
+from relay.people import Person
+from tests.workers.support import assert_hidden, assert_registered, build_target, markup_message
 from workers.targets.slack import API_ERRORS, WEBHOOK_ERRORS, SlackTarget
 
 TOKEN = "xoxb-1111-2222-s3cretT0ken"
@@ -123,72 +116,25 @@ def api_answer(**body: Any) -> Response:
     return Response(json.dumps(body), status=200, content_type="application/json")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def slack(server: HTTPServer) -> FakeSlack:
-    server.clear()
     return FakeSlack(server)
 
 
 def api_target(slack: FakeSlack, **options: Any) -> SlackTarget:
     values = {"token": TOKEN, "channel": "C01", "api_base": slack.url("/api"), **options}
-    config = TargetConfig(
-        id="team", kind="slack", allow_private=True, options=SlackTarget.Options(**values)
-    )
-    return SlackTarget(config)
+    return build_target(SlackTarget, "team", **values)
 
 
 def hook_target(slack: FakeSlack, path: str = HOOK, **options: Any) -> SlackTarget:
-    config = TargetConfig(
-        id="team",
-        kind="slack",
-        allow_private=True,
-        options=SlackTarget.Options(webhook_url=slack.url(path), **options),
-    )
-    return SlackTarget(config)
+    return build_target(SlackTarget, "team", webhook_url=slack.url(path), **options)
 
 
-def context(
-    *,
-    text: str | None = "deploy finished",
-    mentions: list[Party] | None = None,
-    files: list[FileRef] | None = None,
-    people: dict[str, Person] | None = None,
-    template: str | None = None,
-    type_: str = "message.created",
-) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type=type_,
-        text=text,
-        group=Party(id="g1", name="Ops & <Infra>"),
-        sender=Party(id="u1", name="Grace"),
-        mentions=mentions or [],
-        files=files or [],
-    )
-    return DeliveryContext(
-        "dlv_1",
-        1,
-        event.to_json(),
-        5.0,
-        template=template,
-        source_kind="dingtalk_robot",
-        people=People(people or {}),
-    )
+context = partial(markup_message, "dingtalk_robot")
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "slack"]
-    assert ep.load() is SlackTarget
-    assert (SlackTarget.kind, SlackTarget.family) == ("slack", "notify")
+    assert_registered(SlackTarget, "slack", "notify")
     assert SlackTarget.default_rate_limits == ("1/s",)
 
 
@@ -328,9 +274,7 @@ def test_wrong_token_is_invalid_auth_and_never_shown(slack: FakeSlack) -> None:
     other = "xoxb-9999-wrongT0ken"
     with pytest.raises(PermanentDeliveryError, match="invalid_auth: Slack rejected") as info:
         api_target(slack, token=other).deliver(context())
-    for secret in (other, TOKEN):
-        assert secret not in str(info.value) and secret not in repr(info.value)
-        assert secret not in (info.value.excerpt or "")
+    assert_hidden(info.value, other, TOKEN)
 
 
 def test_empty_and_too_long_messages_are_permanent(slack: FakeSlack) -> None:
@@ -445,42 +389,14 @@ def test_config_file_shape() -> None:
 
 
 def test_end_to_end_through_a_real_worker(
-    slack: FakeSlack,
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
-    redis_client: redis.Redis,
+    slack: FakeSlack, relay_event: Callable[..., None]
 ) -> None:
-    config = {
-        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-        "targets": [
-            {
-                "id": "team",
-                "kind": "slack",
-                "token": TOKEN,
-                "channel": "C01",
-                "api_base": slack.url("/api"),
-                "allow_private": True,
-            }
-        ],
-        "routes": [{"source": "ops", "targets": ["team"]}],
+    target = {
+        "id": "team",
+        "kind": "slack",
+        "token": TOKEN,
+        "channel": "C01",
+        "api_base": slack.url("/api"),
     }
-    path = write_config(config)
-    relay_processes(path)
-    source = source_kinds()["standard_webhooks"](
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    event = {"type": "message.created", "data": {"group": {"id": "g1"}, "text": "x < y"}}
-    sample = source.sample(json.dumps(event).encode())
-    response = client_for(path).post("/hooks/ops", data=sample.body, headers=sample.headers)
-    assert response.status_code == 202
-    wait_for(lambda: slack.messages, timeout=30)
+    relay_event(target, {"group": {"id": "g1"}, "text": "x < y"})
     assert slack.messages[0]["text"] == "*g1*\nx &lt; y"
-    event_id = response.get_json()["event_id"]
-    [delivery_id] = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)))
-    status = keys.delivery(delivery_id.decode())
-    wait_for(lambda: redis_client.hget(status, "status") == b"delivered")

@@ -11,33 +11,28 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from html.parser import HTMLParser
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from flask.testing import FlaskClient
 from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from relay import keys
-from relay.config import SourceConfig, TargetConfig, parse_config
+from relay.config import TargetConfig, parse_config
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import FileRef, GroupEvent, Party
-from relay.people import People, Person
-from relay.registry import source_kinds
-from relay.sources.standard_webhooks import StandardWebhooksSource
-from tests.conftest import TEST_SECRET, wait_for
-from workers.targets.base import DeliveryContext
+from relay.events import FileRef, Party
+from relay.people import Person
+from tests.workers.support import assert_hidden, assert_registered, build_target, markup_message
 from workers.targets.telegram import TelegramTarget
 
 TOKEN = "123456789:AAHs3cretT0kenValue_-xyz"
@@ -186,76 +181,28 @@ def error(code: int, description: str, **parameters: Any) -> Response:
     return Response(json.dumps(body), status=code, content_type="application/json")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def bot(server: HTTPServer) -> FakeBotAPI:
-    server.clear()
     return FakeBotAPI(server)
 
 
 def make_target(
     api_base: str, *, token: str = TOKEN, chat_id: int | str = GROUP, **options: Any
 ) -> TelegramTarget:
-    config = TargetConfig(
-        id="tg",
-        kind="telegram",
-        allow_private=True,
-        options=TelegramTarget.Options(
-            bot_token=token, chat_id=chat_id, api_base=api_base, **options
-        ),
+    return build_target(
+        TelegramTarget, "tg", bot_token=token, chat_id=chat_id, api_base=api_base, **options
     )
-    return TelegramTarget(config)
 
 
-def context(
-    *,
-    text: str | None = "deploy finished",
-    type_: str = "message.created",
-    mentions: list[Party] | None = None,
-    files: list[FileRef] | None = None,
-    people: dict[str, Person] | None = None,
-    template: str | None = None,
-    state: redis.Redis | None = None,
-    delivery_id: str = "dlv_1",
-) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type=type_,
-        text=text,
-        group=Party(id="g1", name="Ops & <Infra>"),
-        sender=Party(id="u1", name="Grace"),
-        mentions=mentions or [],
-        files=files or [],
-    )
-    return DeliveryContext(
-        delivery_id,
-        1,
-        event.to_json(),
-        5.0,
-        template=template,
-        source_kind="slack",
-        people=People(people or {}),
-        state=state,
-    )
+context = partial(markup_message, "slack")
 
 
 def assert_no_token(error: BaseException) -> None:
-    for shown in (str(error), repr(error), getattr(error, "excerpt", None) or ""):
-        assert TOKEN not in shown and TOKEN.split(":")[1] not in shown
+    assert_hidden(error, TOKEN, TOKEN.split(":")[1])
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "telegram"]
-    assert ep.load() is TelegramTarget
-    assert (TelegramTarget.kind, TelegramTarget.family) == ("telegram", "notify")
+    assert_registered(TelegramTarget, "telegram", "notify")
     assert TelegramTarget.default_rate_limits == ("20/min", "1/s")
 
 
@@ -509,42 +456,14 @@ def test_config_file_shape() -> None:
 
 
 def test_end_to_end_through_a_real_worker(
-    bot: FakeBotAPI,
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
-    redis_client: redis.Redis,
+    bot: FakeBotAPI, relay_event: Callable[..., None]
 ) -> None:
-    config = {
-        "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-        "targets": [
-            {
-                "id": "tg",
-                "kind": "telegram",
-                "bot_token": TOKEN,
-                "chat_id": GROUP,
-                "api_base": bot.api_base,
-                "allow_private": True,
-            }
-        ],
-        "routes": [{"source": "ops", "targets": ["tg"]}],
+    target = {
+        "id": "tg",
+        "kind": "telegram",
+        "bot_token": TOKEN,
+        "chat_id": GROUP,
+        "api_base": bot.api_base,
     }
-    path = write_config(config)
-    relay_processes(path)
-    source = source_kinds()["standard_webhooks"](
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    event = {"type": "message.created", "data": {"group": {"id": "g1"}, "text": "x < y"}}
-    sample = source.sample(json.dumps(event).encode())
-    response = client_for(path).post("/hooks/ops", data=sample.body, headers=sample.headers)
-    assert response.status_code == 202
-    wait_for(lambda: bot.messages, timeout=30)
+    relay_event(target, {"group": {"id": "g1"}, "text": "x < y"})
     assert bot.messages[0]["text"] == "<b>g1</b>\nx &lt; y"
-    event_id = response.get_json()["event_id"]
-    [delivery_id] = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)))
-    status = keys.delivery(delivery_id.decode())
-    wait_for(lambda: redis_client.hget(status, "status") == b"delivered")

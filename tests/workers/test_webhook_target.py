@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
@@ -15,10 +13,10 @@ from standardwebhooks.webhooks import Webhook
 from werkzeug import Request, Response
 
 from relay import __version__
-from relay.config import TargetConfig
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
-from relay.events import GroupEvent, Party
+from relay.events import Party
 from relay.signing import generate_secret
+from tests.workers.support import assert_hidden, assert_registered, build_target, delivery_context
 from workers.targets.base import DeliveryContext
 from workers.targets.webhook import WebhookTarget
 
@@ -26,31 +24,12 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = generate_secret()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def sink(server: HTTPServer) -> HTTPServer:
-    server.clear()
-    return server
-
-
 def make_target(
     url: str, *, allow_private: bool = True, timeout: float | None = None, **options: Any
 ) -> WebhookTarget:
-    config = TargetConfig(
-        id="sink",
-        kind="webhook",
-        allow_private=allow_private,
-        timeout=timeout,
-        options=WebhookTarget.Options(url=url, **options),
+    return build_target(
+        WebhookTarget, "sink", allow_private=allow_private, timeout=timeout, url=url, **options
     )
-    return WebhookTarget(config)
 
 
 def context(
@@ -59,34 +38,31 @@ def context(
     timeout: float = 5.0,
     text: str = "deploy finished ✅",
 ) -> DeliveryContext:
-    event = GroupEvent(
-        id="evt_1",
-        source="ops",
-        type="message.created",
+    return delivery_context(
+        delivery_id,
+        attempt=attempt,
+        timeout=timeout,
         text=text,
         group=Party(id="g1", name="ops room"),
         sender=Party(id="u1"),
     )
-    return DeliveryContext(delivery_id, attempt, event.to_json(), timeout)
 
 
-def received(sink: HTTPServer, index: int = -1) -> tuple[bytes, dict[str, str]]:
-    request, _ = sink.log[index]
+def received(server: HTTPServer, index: int = -1) -> tuple[bytes, dict[str, str]]:
+    request, _ = server.log[index]
     return request.get_data(), {k.lower(): v for k, v in request.headers.items()}
 
 
 def test_registered_as_entry_point() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "webhook"]
-    assert ep.load() is WebhookTarget
-    assert (WebhookTarget.kind, WebhookTarget.family) == ("webhook", "webhook")
+    assert_registered(WebhookTarget, "webhook", "webhook")
 
 
-def test_delivers_signed_json_that_standard_webhooks_verifies(sink: HTTPServer) -> None:
-    sink.expect_request("/hook", method="POST").respond_with_data("ok", status=200)
+def test_delivers_signed_json_that_standard_webhooks_verifies(server: HTTPServer) -> None:
+    server.expect_request("/hook", method="POST").respond_with_data("ok", status=200)
     ctx = context()
-    result = make_target(sink.url_for("/hook"), secret=SECRET).deliver(ctx)
+    result = make_target(server.url_for("/hook"), secret=SECRET).deliver(ctx)
     assert (result.status, result.excerpt) == (200, "ok")
-    body, headers = received(sink)
+    body, headers = received(server)
     assert body == ctx.event_json.encode()
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"] == f"group-relay/{__version__}"
@@ -96,10 +72,10 @@ def test_delivers_signed_json_that_standard_webhooks_verifies(sink: HTTPServer) 
     assert payload["id"] == "evt_1" and payload["text"] == "deploy finished ✅"
 
 
-def test_two_secrets_during_rotation_each_verify(sink: HTTPServer) -> None:
-    sink.expect_request("/hook").respond_with_data("ok")
-    make_target(sink.url_for("/hook"), secrets=[SECRET, OTHER_SECRET]).deliver(context())
-    body, headers = received(sink)
+def test_two_secrets_during_rotation_each_verify(server: HTTPServer) -> None:
+    server.expect_request("/hook").respond_with_data("ok")
+    make_target(server.url_for("/hook"), secrets=[SECRET, OTHER_SECRET]).deliver(context())
+    body, headers = received(server)
     assert len(headers["webhook-signature"].split(" ")) == 2
     for secret in (SECRET, OTHER_SECRET):
         Webhook(secret).verify(body, headers)
@@ -107,15 +83,15 @@ def test_two_secrets_during_rotation_each_verify(sink: HTTPServer) -> None:
         Webhook(generate_secret()).verify(body, headers)
 
 
-def test_unsigned_when_no_secret(sink: HTTPServer) -> None:
-    sink.expect_request("/hook").respond_with_data("ok")
-    make_target(sink.url_for("/hook")).deliver(context())
-    _, headers = received(sink)
+def test_unsigned_when_no_secret(server: HTTPServer) -> None:
+    server.expect_request("/hook").respond_with_data("ok")
+    make_target(server.url_for("/hook")).deliver(context())
+    _, headers = received(server)
     assert "webhook-signature" not in headers
     assert headers["webhook-id"] == "dlv_0001"
 
 
-def test_webhook_id_is_the_delivery_id_on_every_retry(sink: HTTPServer) -> None:
+def test_webhook_id_is_the_delivery_id_on_every_retry(server: HTTPServer) -> None:
     answers = iter(
         [
             Response("busy", status=503),
@@ -127,24 +103,24 @@ def test_webhook_id_is_the_delivery_id_on_every_retry(sink: HTTPServer) -> None:
     def handler(request: Request) -> Response:
         return next(answers)
 
-    sink.expect_request("/hook").respond_with_handler(handler)
-    target = make_target(sink.url_for("/hook"), secret=SECRET)
+    server.expect_request("/hook").respond_with_handler(handler)
+    target = make_target(server.url_for("/hook"), secret=SECRET)
     with pytest.raises(RetryableDeliveryError):
         target.deliver(context("dlv_stable", attempt=1))
     with pytest.raises(RetryableDeliveryError) as info:
         target.deliver(context("dlv_stable", attempt=2))
     assert info.value.retry_after == 3.0
     assert target.deliver(context("dlv_stable", attempt=3)).status == 202
-    assert len(sink.log) == 3
+    assert len(server.log) == 3
     for i in range(3):
-        body, headers = received(sink, i)
+        body, headers = received(server, i)
         assert headers["webhook-id"] == "dlv_stable"
         Webhook(SECRET).verify(body, headers)
 
 
-def test_static_headers_are_sent(sink: HTTPServer) -> None:
-    sink.expect_request("/hook", headers={"x-team": "ops"}).respond_with_data("ok")
-    target = make_target(sink.url_for("/hook"), headers={"X-Team": "ops"})
+def test_static_headers_are_sent(server: HTTPServer) -> None:
+    server.expect_request("/hook", headers={"x-team": "ops"}).respond_with_data("ok")
+    target = make_target(server.url_for("/hook"), headers={"X-Team": "ops"})
     assert target.deliver(context()).status == 200
 
 
@@ -186,23 +162,23 @@ def test_private_url_refused_at_init(url: str) -> None:
     make_target(url, allow_private=True)
 
 
-def test_loopback_sink_without_allow_private_is_refused_at_connect(sink: HTTPServer) -> None:
+def test_loopback_sink_without_allow_private_is_refused_at_connect(server: HTTPServer) -> None:
     """The URL names a host (so it passes at save time); the address check still holds."""
-    sink.expect_request("/hook").respond_with_data("ok")
-    target = make_target(sink.url_for("/hook").replace("127.0.0.1", "localhost"), secret=SECRET)
+    server.expect_request("/hook").respond_with_data("ok")
+    target = make_target(server.url_for("/hook").replace("127.0.0.1", "localhost"), secret=SECRET)
     target.config = target.config.model_copy(update={"allow_private": False})
     with pytest.raises(PermanentDeliveryError, match="loopback address"):
         target.deliver(context())
-    assert sink.log == []
+    assert server.log == []
 
 
-def test_config_timeout_wins_over_the_context(sink: HTTPServer) -> None:
+def test_config_timeout_wins_over_the_context(server: HTTPServer) -> None:
     def slow(request: Request) -> Response:
         time.sleep(1.0)
         return Response("late")
 
-    sink.expect_request("/hook").respond_with_handler(slow)
-    target = make_target(sink.url_for("/hook"), timeout=0.2)
+    server.expect_request("/hook").respond_with_handler(slow)
+    target = make_target(server.url_for("/hook"), timeout=0.2)
     started = time.monotonic()
     with pytest.raises(RetryableDeliveryError, match="did not answer within 0.2s"):
         target.deliver(context(timeout=30))
@@ -213,14 +189,14 @@ def test_config_timeout_wins_over_the_context(sink: HTTPServer) -> None:
     ("status", "error"),
     [(500, RetryableDeliveryError), (400, PermanentDeliveryError), (410, PermanentDeliveryError)],
 )
-def test_errors_never_carry_secrets(sink: HTTPServer, status: int, error: type[Exception]) -> None:
-    sink.expect_request("/hook").respond_with_data("no", status=status)
-    url = sink.url_for("/hook?token=qs3cret").replace("http://", "http://user:pw5ecret@")
+def test_errors_never_carry_secrets(
+    server: HTTPServer, status: int, error: type[Exception]
+) -> None:
+    server.expect_request("/hook").respond_with_data("no", status=status)
+    url = server.url_for("/hook?token=qs3cret").replace("http://", "http://user:pw5ecret@")
     with pytest.raises(error) as info:
         make_target(url, secret=SECRET).deliver(context())
-    for secret in (SECRET, SECRET.removeprefix("whsec_"), "qs3cret", "pw5ecret"):
-        assert secret not in str(info.value)
-        assert secret not in repr(info.value)
+    assert_hidden(info.value, SECRET, SECRET.removeprefix("whsec_"), "qs3cret", "pw5ecret")
 
 
 def test_options_check_the_address_when_given_allow_private_as_context() -> None:

@@ -7,33 +7,31 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
-from pathlib import Path
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
-import redis
-from flask.testing import FlaskClient
 from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
-from relay.config import SourceConfig, TargetConfig, parse_config
+from relay.config import parse_config
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import FileRef, GroupEvent, Party
 from relay.people import People, Person
 from relay.ratelimit import parse_rate_text
-from relay.registry import source_kinds
-from relay.sources.standard_webhooks import StandardWebhooksSource
-from tests.conftest import TEST_SECRET, wait_for
-from workers.targets.base import DeliveryContext
+from tests.workers.support import (
+    assert_hidden,
+    assert_registered,
+    build_target,
+    dingtalk_message,
+    refusal,
+)
 from workers.targets.wecom_bot import WeComBotTarget
 
 KEY = "693a91f6-7b1d-4bc4-97a0-0ec2f1a5aaa1"
@@ -92,63 +90,20 @@ class FakeWeCom:
             return answer(0, "ok")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def robot(server: HTTPServer) -> FakeWeCom:
-    server.clear()
     return FakeWeCom(server)
 
 
 def make_target(url: str, *, allow_private: bool = True, **options: Any) -> WeComBotTarget:
-    config = TargetConfig(
-        id="wecom",
-        kind="wecom_bot",
-        allow_private=allow_private,
-        options=WeComBotTarget.Options.model_validate({"url": url, **options}),
-    )
-    return WeComBotTarget(config)
+    return build_target(WeComBotTarget, "wecom", allow_private=allow_private, url=url, **options)
 
 
-def context(
-    text: str = "deploy finished ✅", template: str | None = None, **event: Any
-) -> DeliveryContext:
-    """What the worker hands the adapter; ``template`` is the route's or target's."""
-    fields: dict[str, Any] = {
-        "id": "evt_1",
-        "source": "ops",
-        "type": "message.created",
-        "text": text,
-        "group": Party(id="g1", name="Ops room"),
-        "sender": Party(id="u1", name="Bob"),
-        "mentions": [Party(id="manager4521", name="ada-dt"), Party(id="u9", name="Zed")],
-        "files": [
-            FileRef(name="report.pdf", url="https://files.example.com/report.pdf"),
-            FileRef(name="notes.txt", ref="dt-file-1"),
-        ],
-    }
-    fields.update(event)
-    return DeliveryContext(
-        "dlv_1",
-        1,
-        GroupEvent(**fields).to_json(),
-        5.0,
-        template=template,
-        people=PEOPLE,
-        source_kind="dingtalk_robot",
-    )
+context = partial(dingtalk_message, PEOPLE)
 
 
 def test_registered_with_the_platform_limit() -> None:
-    (ep,) = [ep for ep in entry_points(group="group_relay.targets") if ep.name == "wecom_bot"]
-    assert ep.load() is WeComBotTarget
-    assert (WeComBotTarget.kind, WeComBotTarget.family) == ("wecom_bot", "notify")
+    assert_registered(WeComBotTarget, "wecom_bot", "notify")
     rates = [parse_rate_text(r) for r in WeComBotTarget.default_rate_limits]
     assert rates == [{"limit": 20, "per": 60.0}]
 
@@ -239,8 +194,7 @@ def test_a_wrong_key_is_permanent_and_never_shown(robot: FakeWeCom) -> None:
     with pytest.raises(PermanentDeliveryError, match="93000.*webhook key is not valid") as info:
         make_target(robot.url(wrong)).deliver(context())
     assert "hint" not in str(info.value)  # WeCom's request hint stays in the excerpt
-    for text in (str(info.value), repr(info.value), info.value.excerpt or ""):
-        assert wrong not in text and KEY not in text
+    assert_hidden(info.value, wrong, KEY)
 
 
 @pytest.mark.parametrize(
@@ -264,10 +218,7 @@ def test_answers_are_classified(
     retry_after: float | None,
 ) -> None:
     robot.script.append(response)
-    with pytest.raises(error, match=match) as info:
-        make_target(robot.url()).deliver(context())
-    assert type(info.value) is error
-    assert getattr(info.value, "retry_after", None) == retry_after
+    refusal(make_target(robot.url()), context(), error, match, retry_after)
 
 
 def test_excerpts_never_carry_the_key(robot: FakeWeCom) -> None:
@@ -277,8 +228,7 @@ def test_excerpts_never_carry_the_key(robot: FakeWeCom) -> None:
     for expected in (RetryableDeliveryError, PermanentDeliveryError):
         with pytest.raises(expected) as info:
             target.deliver(context())
-        for text in (str(info.value), repr(info.value), info.value.excerpt or ""):
-            assert KEY not in text
+        assert_hidden(info.value, KEY)
         assert "***" in (info.value.excerpt or "")
 
 
@@ -329,43 +279,12 @@ def test_built_from_relay_yaml_with_the_url_from_the_environment(robot: FakeWeCo
 
 
 def test_end_to_end_through_a_real_worker(
-    robot: FakeWeCom,
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
-    redis_client: redis.Redis,
+    robot: FakeWeCom, relay_event: Callable[..., None]
 ) -> None:
-    path = write_config(
-        {
-            "sources": [{"id": "ops", "kind": "standard_webhooks", "secrets": [TEST_SECRET]}],
-            "targets": [
-                {"id": "wecom", "kind": "wecom_bot", "url": robot.url(), "allow_private": True}
-            ],
-            "routes": [{"source": "ops", "targets": ["wecom"]}],
-        }
-    )
-    relay_processes(path)
-    source = source_kinds()["standard_webhooks"](
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    event = {
-        "type": "message.created",
-        "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"},
-    }
-    sample = source.sample(json.dumps(event).encode())
-    response = client_for(path).post("/hooks/ops", data=sample.body, headers=dict(sample.headers))
-    assert response.status_code == 202
-    wait_for(lambda: robot.messages, timeout=30)
+    relay_event({"id": "wecom", "kind": "wecom_bot", "url": robot.url()})
     assert robot.messages == [
         {
             "msgtype": "markdown",
             "markdown": {"content": '**Ops**\n<font color="comment">u1</font>: hi'},
         }
     ]
-    event_id = response.get_json()["event_id"]
-    [delivery] = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)))
-    wait_for(lambda: redis_client.hget(keys.delivery(delivery.decode()), "status") == b"delivered")
