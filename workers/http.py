@@ -191,8 +191,12 @@ def send(
     deadline = time.monotonic() + timeout
     try:
         target = parse_url(url)
+        if target.scheme not in pools.pool_classes_by_scheme:
+            raise URLSchemeUnknown(str(target.scheme))
         extra = {"ca_certs": ca_certs, "ssl_context": None} if ca_certs else None
-        pool = pools.connection_from_url(url, pool_kwargs=extra)
+        pool = pools.connection_from_host(
+            target.host, target.port, target.scheme, pool_kwargs=extra
+        )
         raw = pool.urlopen(
             method,
             target.request_uri,

@@ -476,6 +476,9 @@ def test_connection_refused_is_retryable() -> None:
 def test_invalid_url_is_permanent() -> None:
     with pytest.raises(PermanentDeliveryError, match="invalid request"):
         send(guarded_pool(True), "POST", "http://", timeout=2)
+    for url in ("ftp://files.example/x", "file:///etc/passwd", "example.com/hook"):
+        with pytest.raises(PermanentDeliveryError, match="invalid request"):
+            send(guarded_pool(True), "POST", url, timeout=2)
 
 
 def test_messages_never_carry_userinfo_query_or_path_tokens(sink: HTTPServer) -> None:
