@@ -111,6 +111,7 @@ def phase(client: str, port: int, sink_pid: int, args: argparse.Namespace) -> di
 
 
 def http_part(run: Run, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Both clients against one sink, alternating first place round by round."""
     table = Table(
         "client:8, req/s:>8.0f, sender ms/req:>13.2f, sink ms/req:>11.2f, other CPU:>9.2f"
     )
@@ -140,9 +141,8 @@ def http_part(run: Run, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def celery_part(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     """Queue no-op messages, then time their drain by ``--processes`` workers."""
-    env = {**os.environ, "RELAY_REDIS_URL": run.redis.url, "RELAY_LOG_LEVEL": "WARNING"}
-    env["PYTHONPATH"] = str(ROOT)
-    os.environ.update(RELAY_REDIS_URL=run.redis.url)
+    os.environ["RELAY_REDIS_URL"] = run.redis.url
+    env = {**os.environ, "RELAY_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     from bench.floor_app import app  # reads RELAY_REDIS_URL when imported
 
     with app.producer_or_acquire() as producer:

@@ -33,7 +33,6 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
-    LocationValueError,
     NameResolutionError,
     NewConnectionError,
     ReadTimeoutError,
@@ -211,7 +210,7 @@ def send(
         content = _read_capped(raw, deadline)
     except BlockedAddress as exc:
         raise PermanentDeliveryError(f"refused to connect to {where}: {exc}") from None
-    except (LocationValueError, URLSchemeUnknown, ValueError) as exc:
+    except ValueError as exc:  # a bad URL (urllib3's URL errors are ValueErrors) or header
         raise PermanentDeliveryError(f"invalid request to {where}: {type(exc).__name__}") from None
     except NewConnectionError as exc:  # before timeouts: urllib3 makes it one of them
         raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
