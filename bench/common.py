@@ -31,7 +31,7 @@ import yaml
 
 from bench.sink import SinkClient
 from relay import signing
-from relay.embedded import EmbeddedRedis, free_port
+from relay.cli.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -6,7 +6,7 @@ Every relay delivery is at least one outbound POST and a share of two Celery mes
 (http) ``--processes`` processes of ``--greenlets`` gevent greenlets each POST a 600-byte
     JSON body to the benchmark sink (``bench/sink.py``) answering after ``--delay-ms``
     (100), for ``--duration`` seconds, with two clients alternated over ``--rounds``:
-    ``relay`` (``workers.http.send`` through ``guarded_pool``, what every delivery uses)
+    ``relay`` (``workers.net.http.send`` through ``guarded_pool``, what every delivery uses)
     and ``requests`` (a plain pooled ``requests.Session``, what the bare Celery baseline
     uses). Printed: requests/s, CPU per request of the senders and of the sink.
 (celery) ``--messages`` messages of a task that does nothing (``bench/floor_app.py``:
@@ -49,7 +49,7 @@ from bench.common import (  # noqa: E402
     start_sink,
     write_json,
 )
-from relay import keys  # noqa: E402
+from relay.state import keys  # noqa: E402
 
 CLIENTS = ("relay", "requests")
 
@@ -63,7 +63,7 @@ url = f"http://127.0.0.1:{port}/t1"
 body = json.dumps({"id": "evt_floor", "text": "x" * 560}).encode()
 headers = {"content-type": "application/json", "webhook-id": "dlv_floor"}
 if client == "relay":
-    from workers.http import guarded_pool, send
+    from workers.net.http import guarded_pool, send
     pools = guarded_pool(True)
     def post():
         send(pools, "POST", url, timeout=10, data=body, headers=headers)

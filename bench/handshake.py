@@ -12,7 +12,7 @@ themselves, every answer checked:
   (``X-Lark-Signature``) → ``{"challenge"}``
 - ``dingtalk``: ``check_url`` sealed and signed (WXBizMsgCrypt) → the encrypted
   ``success`` map (checked: signature and plaintext); skipped if
-  ``relay.sources.dingtalk_events`` is not there
+  ``relay.intake.sources.dingtalk_events`` is not there
 - ``wecom``: ``GET ?msg_signature&timestamp&nonce&echostr`` → the echostr's plaintext
 - ``healthz``: ``GET /healthz``, the baseline: the same server and load, no handshake
 
@@ -67,10 +67,10 @@ from bench.common import (
     wait_port,
     write_json,
 )
-from relay.config import load_config
-from relay.registry import source_kinds
-from relay.sources.base import Source
-from relay.sources.msgcrypt import MsgCrypt, signature
+from relay.config.kinds import source_kinds
+from relay.config.models import load_config
+from relay.intake.sources.base import Source
+from relay.intake.sources.msgcrypt import MsgCrypt, signature
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 FEISHU_TOKEN = "v5Qf3kTzR8wBn2HcLm7Yp1Ds"
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in list(kinds):
         wanted = SOURCES.get(kind, {}).get("kind")
         if wanted and wanted not in available:
-            print(f"skipping {kind}: source kind {wanted!r} is not in relay.sources (yet)")
+            print(f"skipping {kind}: source kind {wanted!r} is not in relay.intake.sources (yet)")
             kinds.remove(kind)
 
     results = {kind: Result(kind) for kind in kinds}

@@ -3,7 +3,7 @@
 (a) overhead: one ``webhook`` target on the sink, configured twice — ``rate_limit: off``
     and a limit far above the offered load (``--high-limit``, default 1000000/min) —
     alternating over ``--rounds``. Each phase queues ``--events`` events straight into
-    Redis (``relay.queue.Queue.accept_event``: the intake script, a fan-out message per
+    Redis (``relay.state.outbox.Outbox.accept_event``: the intake script, a fan-out message per
     event), then starts the worker(s) as the Procfile runs them (``celery -A
     workers.celery_app worker -P gevent ...``) and ``relay scheduler``, and measures
     deliveries/s from the first to the last arrival at the sink. Printed per round: both
@@ -58,12 +58,12 @@ from bench.common import (
     write_json,
 )
 from bench.sink import SinkClient
-from relay import keys
 from relay.cli.up import worker_command
+from relay.config.rates import Rate
 from relay.events import GroupEvent, Party, new_event_id
-from relay.queue import Queue
-from relay.ratelimit import Rate
 from relay.settings import Settings
+from relay.state import keys
+from relay.state.outbox import Outbox
 
 TARGET = "sink"
 ROUNDS = Table(
@@ -101,7 +101,7 @@ class Bench:
     def preload(self, count: int) -> list[str]:
         """``count`` events accepted the way intake does (one script each), not yet fanned out."""
         settings = Settings(redis_url=self.redis_url)
-        queue = Queue(self.client, lease=settings.visibility_timeout, retention=settings.retention)
+        queue = Outbox(self.client, lease=settings.visibility_timeout, retention=settings.retention)
         ids = []
         for i in range(count):
             event = GroupEvent(

@@ -1,58 +1,31 @@
-"""group-relay: verified intake of chat-group events, fanned out by Celery workers."""
+"""group-relay: verified intake of chat-group events, fanned out by Celery workers.
+
+Only re-exports, resolved on first use, so importing a leaf module (``relay.state.keys``)
+builds nothing. The pipeline, one package per step: ``intake`` (receive, verify,
+queue) → ``state`` (Redis: outbox, deliveries, gate, scheduler) → ``workers`` (fan-out,
+delivery, targets). ``config`` is what the operator declares; ``admin``, ``api``,
+``dashboard`` and ``cli`` are how they look and act.
+"""
 
 from __future__ import annotations
 
-import json
-
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
-
-from relay.config import RelayConfig
-from relay.settings import Settings
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["create_app", "Settings", "__version__"]
+__all__ = ["Settings", "__version__", "create_app"]
+
+if TYPE_CHECKING:
+    from relay.app import create_app
+    from relay.settings import Settings
 
 
-def create_app(settings: Settings | None = None, config: RelayConfig | None = None) -> Flask:
-    """Build the web app; reads ``RELAY_*`` and the config file only when not given them."""
-    from relay.api import api
-    from relay.dashboard import dashboard
-    from relay.health import health
-    from relay.logging import configure_logging
-    from relay.metrics import metrics
-    from relay.receiver import IntakeRoute
-    from relay.runtime import Runtime
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from relay.app import create_app
 
-    settings = settings or Settings()
-    configure_logging(settings)
-    runtime = Runtime.build(settings, config)
-    app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body, RELAY_SETTINGS=settings)
-    app.extensions["relay"] = runtime
-    app.register_blueprint(health)
-    app.register_blueprint(dashboard)
-    app.register_blueprint(api)
-    app.register_blueprint(metrics)
+        return create_app
+    if name == "Settings":
+        from relay.settings import Settings
 
-    @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        status = error.code or 500
-        if status == 413:
-            code = "payload_too_large"
-        body = json.dumps({"error": code, "detail": error.description or error.name})
-        response = Response(body, status=status, content_type="application/json")
-        for name, value in error.get_headers():  # keep Allow on 405, Retry-After, ...
-            if name.lower() != "content-type":
-                response.headers[name] = value
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        app.logger.exception("unexpected error")
-        body = json.dumps({"error": "internal_error", "detail": "the relay failed; see its log"})
-        return Response(body, status=500, content_type="application/json")
-
-    app.wsgi_app = IntakeRoute(app.wsgi_app, runtime)  # type: ignore[method-assign]
-    return app
+        return Settings
+    raise AttributeError(f"module 'relay' has no attribute {name!r}")

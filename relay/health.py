@@ -8,8 +8,8 @@ import redis
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from relay import keys
-from relay.runtime import Runtime
+from relay.context import WebContext
+from relay.state import keys
 
 health = Blueprint("health", __name__)
 
@@ -25,7 +25,7 @@ def readyz() -> ResponseReturnValue:
     on them (they are the workers' and the scheduler's business, not this process's):
     seconds since the scheduler's heartbeat and the lag of the oldest due scheduled
     delivery (0 when nothing is overdue)."""
-    runtime: Runtime = current_app.extensions["relay"]
+    runtime: WebContext = current_app.extensions["relay"]
     config = getattr(runtime, "config", None)
     checks: dict[str, object] = {"config": "ok" if config is not None else "not loaded"}
     if config is not None:

@@ -1,7 +1,7 @@
 """``GET /metrics``: Prometheus text (or OpenMetrics, if asked) read from Redis at scrape time.
 
 Nothing is counted in this process's memory: the counters live in Redis
-(``relay.stats``), written by whichever gunicorn or Celery process saw the fact, and
+(``relay.state.stats``), written by whichever gunicorn or Celery process saw the fact, and
 the gauges (queue depths, schedule, in-flight, dead letters, circuit state) are read
 from the records themselves. Every web process therefore answers a scrape with the
 same numbers, and no ``PROMETHEUS_MULTIPROC_DIR`` is needed. Per-process metrics
@@ -26,9 +26,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from relay import keys
-from relay.runtime import Runtime
-from relay.stats import LATENCY_BUCKETS_MS, Stats
+from relay.context import WebContext
+from relay.state import keys
+from relay.state.stats import LATENCY_BUCKETS_MS, Stats
 
 metrics = Blueprint("metrics", __name__)
 
@@ -39,7 +39,7 @@ OUTCOMES = ("delivered", "retry", "dead")
 class RelayCollector(Collector):
     """Reads every metric from Redis on each ``collect()`` (a handful of round trips)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: WebContext) -> None:
         self.runtime = runtime
         self.stats = Stats(runtime.redis)
 
@@ -196,7 +196,7 @@ def _empty_target() -> dict[str, Any]:
     return {"outcomes": {}, "waits": {}, "latency": {"buckets": buckets, "sum_ms": 0.0, "count": 0}}
 
 
-def registry_for(runtime: Runtime) -> CollectorRegistry:
+def registry_for(runtime: WebContext) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(runtime))
     return registry

@@ -7,12 +7,14 @@ starts (``Settings()``), never at import time, so tests pass their own.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from relay.durations import Duration, Size
+from relay.config.units import Duration, Size
 
 
 class Settings(BaseSettings):
@@ -62,3 +64,16 @@ class Settings(BaseSettings):
                 f"({self.http_timeout:g}s vs {self.task_time_limit:g}s)"
             )
         return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings()`` from ``RELAY_*`` for a process entry point (CLI, Celery app); a bad
+    value exits 2 naming the variable, instead of a traceback."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "RELAY_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+            message = err["msg"].removeprefix("Value error, ")
+            print(f"{name + ': ' if name else ''}{message}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -23,8 +23,8 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from relay import create_app
+from relay.cli.embedded import EmbeddedRedis
 from relay.cli.up import worker_command
-from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

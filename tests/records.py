@@ -6,21 +6,21 @@ import time
 
 import redis
 
-from relay import keys
-from relay.apikeys import ApiKeys
+from relay.context import WebContext
 from relay.events import GroupEvent
-from relay.runtime import Runtime
+from relay.state import keys
+from relay.state.apikeys import ApiKeys
 from workers.routing import delivery_id as make_delivery_id
 
 
-def accept(runtime: Runtime, event: GroupEvent) -> None:
+def accept(runtime: WebContext, event: GroupEvent) -> None:
     """Queue ``event`` as intake does."""
-    runtime.queue.accept_event(
+    runtime.outbox.accept_event(
         event.source, event.id, event.to_json(), dedupe_key=None, dedupe_ttl=60
     )
 
 
-def fan_out(runtime: Runtime, event: GroupEvent) -> list[str]:
+def fan_out(runtime: WebContext, event: GroupEvent) -> list[str]:
     """Create the event's deliveries as a worker's fan-out does; their ids, sorted."""
     batch: list[tuple[dict[str, str | int], str]] = []
     for index, route in runtime.config.routes_for(event.source):
@@ -37,11 +37,11 @@ def fan_out(runtime: Runtime, event: GroupEvent) -> list[str]:
                 "created_at": f"{time.time():.6f}",
             }
             batch.append((fields, keys.deliver_queue("webhook")))
-    runtime.queue.fan_out(event.id, batch)
+    runtime.outbox.fan_out(event.id, batch)
     return sorted(str(f["id"]) for f, _ in batch)
 
 
-def kill(runtime: Runtime, delivery_id: str) -> None:
+def kill(runtime: WebContext, delivery_id: str) -> None:
     """Dead-letter a delivery as the worker does after a permanent failure."""
     d = runtime.store.delivery(delivery_id) or {}
     data = runtime.redis.hget(keys.event(d["event_id"]), "data") or b"null"

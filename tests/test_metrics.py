@@ -24,12 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys, signing
-from relay.embedded import free_port
-from relay.gate import TargetGate
-from relay.queue import Queue
-from relay.stats import Stats
-from relay.store import Store
+from relay import signing
+from relay.cli.embedded import free_port
+from relay.state import keys
+from relay.state.deliveries import Store
+from relay.state.gate import TargetGate
+from relay.state.outbox import Outbox
+from relay.state.stats import Stats
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -100,7 +101,7 @@ def gated_app(write_config: Callable[..., Path], make_app: Callable[..., Flask])
 def test_a_scrape_reads_counters_and_gauges_from_redis(
     gated_app: Flask, redis_client: redis.Redis
 ) -> None:
-    queue = Queue(redis_client, lease=60, retention=3600)
+    queue = Outbox(redis_client, lease=60, retention=3600)
     store = Store(redis_client, retention=3600)
     queue.accept_event("ops", "e1", "{}", dedupe_key="m1", dedupe_ttl=60)
     queue.accept_event("ops", "e2", "{}", dedupe_key="m1", dedupe_ttl=60)  # a resend of e1

@@ -19,11 +19,11 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook
 from werkzeug import Request, Response
 
-from relay import keys
 from relay.cli import main
-from relay.config import SourceConfig
-from relay.registry import source_kinds
-from relay.sources.standard_webhooks import StandardWebhooksSource
+from relay.config.kinds import source_kinds
+from relay.config.models import SourceConfig
+from relay.intake.sources.standard_webhooks import StandardWebhooksSource
+from relay.state import keys
 from tests.conftest import TEST_SECRET, ops_config, wait_for
 
 

@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
 from relay.cli import main
+from relay.state import keys
 from tests.conftest import TEST_SECRET, wait_for
 from tests.test_pipeline import EVENT, signed_post
 

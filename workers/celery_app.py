@@ -10,10 +10,9 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from relay import keys
-from relay.cli.common import load_settings
-from relay.settings import Settings
-from workers import broker
+from relay.settings import Settings, load_settings
+from relay.state import keys
+from workers.speedups import broker
 
 
 def make_celery(settings: Settings) -> Celery:

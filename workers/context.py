@@ -9,15 +9,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.config import RelayConfig, TargetConfig, load_config
-from relay.gate import TargetGate
-from relay.people import People
-from relay.queue import Queue
-from relay.ratelimit import Rate, parse_rates
-from relay.registry import build_targets
-from relay.runtime import redis_client
+from relay.config.kinds import build_targets
+from relay.config.models import RelayConfig, TargetConfig, load_config
+from relay.config.people import People
+from relay.config.rates import Rate, parse_rates
 from relay.settings import Settings
-from relay.store import Store
+from relay.state.connection import redis_client
+from relay.state.deliveries import Store
+from relay.state.gate import TargetGate
+from relay.state.outbox import Outbox
 from workers.targets.base import Target
 
 
@@ -26,7 +26,7 @@ class WorkerContext:
     settings: Settings
     config: RelayConfig
     store: Store = field(init=False)
-    queue: Queue = field(init=False)
+    outbox: Outbox = field(init=False)
     targets: dict[str, Target] = field(init=False)
     gate: TargetGate = field(init=False)
     rates: dict[str, list[Rate]] = field(init=False)
@@ -35,7 +35,7 @@ class WorkerContext:
     def __post_init__(self) -> None:
         client = redis_client(self.settings)
         self.store = Store(client, retention=self.settings.retention)
-        self.queue = Queue(
+        self.outbox = Outbox(
             client, lease=self.settings.visibility_timeout, retention=self.settings.retention
         )
         self.targets: dict[str, Target] = build_targets(self.config)

@@ -20,21 +20,21 @@ from typing import Any
 
 import structlog
 
-from relay import keys
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import (
     DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.gate import Admission, admission, breaker_state
 from relay.redact import redact
-from relay.scripts import ScriptCall, run_together
-from relay.store import Begun
+from relay.state import keys
+from relay.state.deliveries import Begun
+from relay.state.gate import Admission, admission, breaker_state
+from relay.state.lua import ScriptCall, run_together
+from workers.concurrency import run_side_by_side
 from workers.context import WorkerContext
 from workers.retry_policy import next_attempt_at
-from workers.side_by_side import run_side_by_side
 from workers.targets.base import DeliveryContext
 
 log = structlog.get_logger("relay.delivery")

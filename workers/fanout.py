@@ -6,8 +6,8 @@ import time
 
 import structlog
 
-from relay import keys
 from relay.events import GroupEvent
+from relay.state import keys
 from workers.context import WorkerContext
 from workers.routing import delivery_id as make_delivery_id
 from workers.routing import route_matches
@@ -45,6 +45,6 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
                 "updated_at": now,
             }
             batch.append((fields, queue))
-    created = ctx.queue.fan_out(event_id, batch)
+    created = ctx.outbox.fan_out(event_id, batch)
     log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
     return len(batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from relay.config import RetryPolicy
+from relay.config.models import RetryPolicy
 
 
 def retry_delay(

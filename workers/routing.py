@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from relay.config import RouteFilter
+from relay.config.models import RouteFilter
 from relay.events import GroupEvent
 
 

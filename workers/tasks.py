@@ -7,14 +7,14 @@ from typing import Any
 
 from celery.signals import worker_init
 
-from relay import keys
 from relay.errors import ConfigError
 from relay.logging import configure_logging, quiet_celery_task_lines
-from workers import green_redis
+from relay.state import keys
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import run_deliveries
 from workers.fanout import fanout as fanout_event
+from workers.speedups import green_redis
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]

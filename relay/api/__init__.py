@@ -1,6 +1,6 @@
 """The management API at ``/api/v1``: JSON over HTTP, API keys with scopes, audited.
 
-``relay.ops`` does the work (the dashboard uses it too); this package routes,
+``relay.admin.ops`` does the work (the dashboard uses it too); this package routes,
 authenticates, parses parameters and describes itself in OpenAPI 3.1.
 """
 

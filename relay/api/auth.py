@@ -19,10 +19,10 @@ from flask import Response, current_app, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from relay.api.core import ENDPOINTS, PREFIX, ApiError, api, error_response
-from relay.apikeys import ApiKeys, allows
-from relay.audit import AuditLog
+from relay.context import WebContext
 from relay.redact import redact
-from relay.runtime import Runtime
+from relay.state.apikeys import ApiKeys, allows
+from relay.state.audit import AuditLog
 
 log = structlog.get_logger("relay.api")
 _CLAIMED_ID = re.compile(r"^rk_([0-9a-f]{12})_")
@@ -34,7 +34,7 @@ def _ours() -> bool:
 
 def _path() -> str:
     """The request path with configured secrets masked (a caller may paste one in)."""
-    runtime: Runtime = current_app.extensions["relay"]
+    runtime: WebContext = current_app.extensions["relay"]
     return redact(request.path, runtime.config.secrets) or ""
 
 
@@ -45,7 +45,7 @@ def _start_clock() -> None:
 
 
 def _refuse(status: int, code: str, detail: str, *, actor: str, why: str) -> Response:
-    runtime: Runtime = current_app.extensions["relay"]
+    runtime: WebContext = current_app.extensions["relay"]
     action = "auth.failed" if status == 401 else "auth.denied"
     try:
         AuditLog(runtime.redis).record(
@@ -69,7 +69,7 @@ def _authenticate() -> Response | None:
     found = ENDPOINTS.get((request.endpoint or "").partition(".")[2])
     if found is None or found.scope is None:
         return None
-    runtime: Runtime = current_app.extensions["relay"]
+    runtime: WebContext = current_app.extensions["relay"]
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -118,7 +118,7 @@ def _access_log(response: Response) -> Response:
 
 @api.errorhandler(ApiError)
 def _api_error(error: ApiError) -> Response:
-    runtime: Runtime = current_app.extensions["relay"]
+    runtime: WebContext = current_app.extensions["relay"]
     detail = redact(error.detail, runtime.config.secrets) or ""  # it may quote the request
     return error_response(error.status, error.code, detail)
 

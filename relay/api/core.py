@@ -15,8 +15,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
 
-from relay.ops import Ops
-from relay.runtime import Runtime
+from relay.admin.ops import Ops
+from relay.context import WebContext
 
 PREFIX = "/api/v1"
 api = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -65,10 +65,10 @@ ENDPOINTS: dict[str, Endpoint] = {}
 
 def ops() -> Ops:
     """One ``Ops`` per app, built on first use."""
-    runtime: Runtime = current_app.extensions["relay"]
-    found = current_app.extensions.get("relay.ops")
+    runtime: WebContext = current_app.extensions["relay"]
+    found = current_app.extensions.get("relay.admin.ops")
     if found is None:
-        found = current_app.extensions["relay.ops"] = Ops(runtime)
+        found = current_app.extensions["relay.admin.ops"] = Ops(runtime)
     return found
 
 

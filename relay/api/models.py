@@ -2,7 +2,7 @@
 
 They exist to describe: ``relay.api.openapi`` builds the OpenAPI document's schemas
 from them, and the schemathesis run in ``tests/api`` checks every answer against that
-document. The views return what ``relay.ops`` builds; these models name its fields.
+document. The views return what ``relay.admin.ops`` builds; these models name its fields.
 """
 
 from __future__ import annotations

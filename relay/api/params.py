@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from relay.admin.query import CURSOR_PATTERN, MAX_TIME, Cursor, parse_time
 from relay.events import EVENT_TYPES
-from relay.ops_query import CURSOR_PATTERN, MAX_TIME, Cursor, parse_time
 
 
 class ParamError(ValueError):

@@ -1,4 +1,4 @@
-"""The management API's operations; each is a thin call into ``relay.ops``.
+"""The management API's operations; each is a thin call into ``relay.admin.ops``.
 
 Scopes: ``read`` for everything that only looks; ``replay`` to replay dead letters;
 ``admin`` to purge, pause, resume or reset a target, and to read the audit log.
@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import g, request
 
+from relay.admin.ops import Actor
+from relay.admin.query import Cursor, DeadLetterFilter, DeliveryFilter, EventFilter
 from relay.api import models as m
 from relay.api.core import endpoint, not_found, ops
 from relay.api.params import (
@@ -25,8 +27,6 @@ from relay.api.params import (
     confirm,
     text,
 )
-from relay.ops import Actor
-from relay.ops_query import Cursor, DeadLetterFilter, DeliveryFilter, EventFilter
 
 JSON = dict[str, Any]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from relay.config import load_config
+from relay.config.kinds import build_targets
+from relay.config.models import load_config
 from relay.errors import ConfigError
-from relay.registry import build_targets
 
 
 @click.command()

@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from relay.cli.common import load_runtime
-from relay.durations import parse_duration
-from relay.records import DeadLetter
-from relay.runtime import Runtime
+from relay.config.units import parse_duration
+from relay.context import WebContext
+from relay.state.records import DeadLetter
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -45,7 +45,7 @@ def _filters(func: Any) -> Any:
 
 
 def _select(
-    runtime: Runtime,
+    runtime: WebContext,
     ids: tuple[str, ...],
     select_all: bool,
     target: str | None,
@@ -200,13 +200,13 @@ def _count(n: int) -> str:
 @_selected
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
 def replay(
-    runtime: Runtime, letters: list[DeadLetter], ids: tuple[str, ...], dry_run: bool
+    runtime: WebContext, letters: list[DeadLetter], ids: tuple[str, ...], dry_run: bool
 ) -> None:
     """Send dead letters again under their same delivery ids (targets can dedupe)."""
     if dry_run:
         click.echo(f"would replay {_count(len(letters))}")
         return
-    replayed = sum(runtime.queue.replay(letter.id, letter.delivery["queue"]) for letter in letters)
+    replayed = sum(runtime.outbox.replay(letter.id, letter.delivery["queue"]) for letter in letters)
     click.echo(f"replayed {_count(replayed)}")
     if ids and replayed < len(ids):
         raise SystemExit(1)
@@ -215,7 +215,7 @@ def replay(
 @dlq.command()
 @_selected
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge(runtime: Runtime, letters: list[DeadLetter], ids: tuple[str, ...], yes: bool) -> None:
+def purge(runtime: WebContext, letters: list[DeadLetter], ids: tuple[str, ...], yes: bool) -> None:
     """Delete dead letters for good."""
     if not letters:
         click.echo("nothing to purge")

@@ -19,7 +19,7 @@ PLACEHOLDER = "__OPS_SECRET__"
 
 def render() -> str:
     """The template with a freshly generated secret for the ``ops`` source."""
-    template = files("relay").joinpath("templates/starter.yaml").read_text(encoding="utf-8")
+    template = files("relay.cli").joinpath("starter.yaml").read_text(encoding="utf-8")
     return template.replace(PLACEHOLDER, generate_secret())
 
 

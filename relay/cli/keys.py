@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from relay.apikeys import SCOPES, ApiKeys, UnknownKey
-from relay.audit import AuditLog
 from relay.cli.common import load_runtime
-from relay.durations import parse_duration
+from relay.config.units import parse_duration
+from relay.state.apikeys import SCOPES, ApiKeys, UnknownKey
+from relay.state.audit import AuditLog
 
 _config = click.option("--config", type=click.Path(path_type=Path), help="Config file.")
 

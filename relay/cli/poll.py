@@ -16,8 +16,8 @@ import click
 import structlog
 
 from relay.cli.common import load_runtime
+from relay.intake.poller import Poller, PollError, PollInterrupted, Retry
 from relay.logging import configure_logging
-from relay.poller import Poller, PollError, PollInterrupted, Retry
 
 
 @click.command()
@@ -48,7 +48,7 @@ def poll(source_id: str | None, once: bool, config_path: Path | None) -> None:
     # urllib3 would name the request path, which holds the bot token, in its warnings.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
-        poller = Poller(runtime, source_id)
+        poller = Poller(runtime.intake, source_id)
     except PollError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None

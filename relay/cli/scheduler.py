@@ -10,9 +10,9 @@ import click
 
 from relay.cli.common import load_settings
 from relay.logging import configure_logging
-from relay.queue import Queue
-from relay.runtime import redis_client
-from relay.scheduler import Scheduler
+from relay.state.connection import redis_client
+from relay.state.outbox import Outbox
+from relay.state.scheduler import Scheduler
 
 
 @click.command()
@@ -21,7 +21,7 @@ def scheduler() -> None:
     settings = load_settings()
     configure_logging(settings)
     client = redis_client(settings)
-    queue = Queue(client, lease=settings.visibility_timeout, retention=settings.retention)
+    outbox = Outbox(client, lease=settings.visibility_timeout, retention=settings.retention)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -30,7 +30,7 @@ def scheduler() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     Scheduler(
-        client, queue, interval=settings.scheduler_interval, retention=settings.retention
+        client, outbox, interval=settings.scheduler_interval, retention=settings.retention
     ).run(stop)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 import requests
 
-from relay.config import load_config
+from relay.config.kinds import source_kinds
+from relay.config.models import load_config
 from relay.errors import ConfigError
-from relay.registry import source_kinds
 
 TIMEOUT = 10.0
 

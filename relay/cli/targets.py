@@ -10,15 +10,15 @@ from typing import Any
 import click
 
 from relay.cli.common import load_runtime
-from relay.gate import TargetGate
-from relay.ratelimit import Rate, parse_rates
-from relay.registry import target_kinds
-from relay.runtime import Runtime
+from relay.config.kinds import target_kinds
+from relay.config.rates import Rate, parse_rates
+from relay.context import WebContext
+from relay.state.gate import TargetGate
 
 _config = click.option("--config", type=click.Path(path_type=Path), help="Config file.")
 
 
-def _rates(runtime: Runtime, target_id: str) -> list[Rate]:
+def _rates(runtime: WebContext, target_id: str) -> list[Rate]:
     target = runtime.config.targets[target_id]
     if target.rate_limit is not None:
         return list(target.rate_limit)
@@ -26,14 +26,14 @@ def _rates(runtime: Runtime, target_id: str) -> list[Rate]:
     return parse_rates(getattr(kind, "default_rate_limits", ()))
 
 
-def _known(runtime: Runtime, target_id: str) -> None:
+def _known(runtime: WebContext, target_id: str) -> None:
     if target_id not in runtime.config.targets:
         known = ", ".join(runtime.config.targets) or "none"
         click.echo(f"unknown target {target_id!r}; configured: {known}", err=True)
         raise SystemExit(1)
 
 
-def target_states(runtime: Runtime) -> list[dict[str, Any]]:
+def target_states(runtime: WebContext) -> list[dict[str, Any]]:
     gate = TargetGate(runtime.redis)
     return [
         {"id": target_id, "kind": target.kind, **gate.status(target_id, _rates(runtime, target_id))}

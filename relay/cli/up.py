@@ -13,9 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from relay.config import RelayConfig, load_config
+from relay.cli.supervisor import Child, Supervisor
+from relay.config.models import RelayConfig, load_config
 from relay.errors import ConfigError, RelayError
-from relay.supervisor import Child, Supervisor
 
 GRACE = 20.0  # celery's warm shutdown lets running deliveries finish
 
@@ -43,7 +43,7 @@ GRACE = 20.0  # celery's warm shutdown lets running deliveries finish
 def up(config_path: Path | None, port: int, host: str, concurrency: int | None) -> None:
     """Run web, worker and scheduler together; start a local Redis unless RELAY_REDIS_URL."""
     from relay.cli.common import load_settings
-    from relay.embedded import EmbeddedRedis
+    from relay.cli.embedded import EmbeddedRedis
 
     settings = load_settings()
     path = (config_path or settings.config).absolute()

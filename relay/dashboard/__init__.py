@@ -1,4 +1,4 @@
-"""The operator dashboard at ``/dashboard``: server-rendered pages over ``relay.ops``.
+"""The operator dashboard at ``/dashboard``: server-rendered pages over ``relay.admin.ops``.
 
 Overview, event explorer, dead-letter queue, targets and audit log; login with an API
 key; every state change a POST with a CSRF token, checked against the key's scope and

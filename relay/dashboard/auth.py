@@ -29,12 +29,12 @@ from flask.sessions import SessionMixin
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
-from relay.apikeys import ApiKey, ApiKeys, UnknownKey, allows
-from relay.audit import AuditLog
+from relay.admin.ops import Actor, Ops
 from relay.dashboard import csrf
 from relay.dashboard import session as sessions
 from relay.dashboard.blueprint import dashboard
-from relay.ops import Actor, Ops
+from relay.state.apikeys import ApiKey, ApiKeys, UnknownKey, allows
+from relay.state.audit import AuditLog
 
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
 _CLAIMED_ID = re.compile(r"^rk_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")

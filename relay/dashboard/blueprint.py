@@ -64,7 +64,7 @@ def _headers(response: Response) -> Response:
 
 def _mask_secrets(response: Response) -> Response:
     """The last line of defence: every value shown is redacted where it is read
-    (``relay.ops``), but should one slip through, the page masks it and says so in
+    (``relay.admin.ops``), but should one slip through, the page masks it and says so in
     the log (by path, never the value)."""
     if response.mimetype != "text/html" or response.direct_passthrough or response.is_streamed:
         return response

@@ -12,10 +12,10 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from relay.admin.query import DeadLetterFilter
 from relay.dashboard.auth import action, actor, ops, safe_next
 from relay.dashboard.blueprint import dashboard
 from relay.dashboard.pages import PAGE_SIZE, Params
-from relay.ops_query import DeadLetterFilter
 
 FILTERS = ("source", "target", "since", "until", "q")
 MAX_SELECTED = 500  # ids in one form post

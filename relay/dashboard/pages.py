@@ -8,9 +8,9 @@ from typing import Any
 from flask import abort, render_template, request
 from flask.typing import ResponseReturnValue
 
+from relay.admin.query import Cursor, EventFilter, parse_time
 from relay.dashboard.auth import ops
 from relay.dashboard.blueprint import dashboard
-from relay.ops_query import Cursor, EventFilter, parse_time
 
 CHART_MINUTES = 60
 PAGE_SIZE = 50

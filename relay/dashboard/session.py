@@ -25,20 +25,20 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Request
 
-from relay import keys
-from relay.runtime import Runtime
+from relay.context import WebContext
+from relay.state import keys
 
 PREFIX = "/dashboard"
 COOKIE = "relay_dashboard"
 SESSION_LIFETIME = 12 * 3600  # seconds from login to the end of a session
 
 
-def runtime() -> Runtime:
-    found: Runtime = current_app.extensions["relay"]
+def runtime() -> WebContext:
+    found: WebContext = current_app.extensions["relay"]
     return found
 
 
-def secret_key(rt: Runtime) -> str:
+def secret_key(rt: WebContext) -> str:
     """The configured key, else the one shared through Redis (created by whoever is first).
 
     Read on each dashboard request (one GET): a process never keeps a stale key after

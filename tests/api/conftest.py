@@ -16,9 +16,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from relay import keys
+from relay.context import WebContext
 from relay.events import GroupEvent, Party
-from relay.runtime import Runtime
+from relay.state import keys
 from tests import records
 from tests.conftest import TEST_SECRET
 from tests.test_pipeline import pipeline  # noqa: F401 - a real worker, scheduler and sink
@@ -56,7 +56,7 @@ class Api:
 
     app: Flask
     client: FlaskClient
-    runtime: Runtime
+    runtime: WebContext
     redis: redis.Redis
     tokens: dict[str, str] = field(default_factory=dict)
     key_ids: dict[str, str] = field(default_factory=dict)
@@ -164,7 +164,7 @@ def make_api(
 ) -> Iterator[Callable[..., Api]]:
     def make(config: dict[str, Any] | None = None) -> Api:
         app = make_app(write_config(config or api_config()))
-        runtime: Runtime = app.extensions["relay"]
+        runtime: WebContext = app.extensions["relay"]
         api = Api(app, app.test_client(), runtime, redis_client)
         tokens, key_ids = records.scoped_keys(redis_client)
         api.tokens.update(tokens)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from relay import keys
+from relay.state import keys
 from tests.api.conftest import Api, api_config
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from relay.api.core import ENDPOINTS, Endpoint
-from relay.apikeys import ApiKeys
+from relay.state.apikeys import ApiKeys
 from tests.api.conftest import ADDR, Api
 
 PATH_VALUES = {"event_id": "evt_nope", "delivery_id": "dlv_nope", "target_id": "sink"}

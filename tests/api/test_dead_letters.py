@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay import keys
+from relay.state import keys
 from tests.api.conftest import ADDR, Api
 
 T0 = 1_750_000_000.0

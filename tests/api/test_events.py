@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from relay import keys, ops_records
-from relay.ops_view import RESPONSE_CAP
+from relay.admin import listings
+from relay.admin.views import RESPONSE_CAP
+from relay.state import keys
 from tests.api.conftest import Api
 
 T0 = 1_750_000_000.0
@@ -104,8 +105,8 @@ def test_equal_receive_times_still_page_exactly(api: Api) -> None:
 def test_a_sparse_filter_returns_short_pages_with_a_cursor(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ops_records, "SCAN_BUDGET", 3)
-    monkeypatch.setattr("relay.ops_query.BATCH", 3)
+    monkeypatch.setattr(listings, "SCAN_BUDGET", 3)
+    monkeypatch.setattr("relay.admin.query.BATCH", 3)
     wanted = api.event("chat", received_at=T0)[0]
     for i in range(7):
         api.event("ops", received_at=T0 + 1 + i)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.admin.query import CURSOR_PATTERN, Cursor, parse_time
 from relay.api.params import EVENT_FILTERS, PAGING, ParamError, parse_params
-from relay.ops_query import CURSOR_PATTERN, Cursor, parse_time
 
 
 @pytest.mark.parametrize(

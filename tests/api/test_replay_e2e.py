@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.apikeys import ApiKeys
+from relay.state.apikeys import ApiKeys
 from tests.conftest import wait_for
 from tests.test_pipeline import EVENT, signed_post
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay import keys
-from relay.audit import AuditLog
+from relay.state import keys
+from relay.state.audit import AuditLog
 from tests.api.conftest import Api
 from tests.test_pipeline import EVENT, signed_post
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from relay import keys
-from relay.circuit import CircuitPolicy
-from relay.gate import TargetGate
-from relay.ops_view import KIND_DEFAULT_RATES
-from relay.registry import target_kinds
+from relay.admin.views import KIND_DEFAULT_RATES
+from relay.config.circuit import CircuitPolicy
+from relay.config.kinds import target_kinds
+from relay.state import keys
+from relay.state.gate import TargetGate
 from tests.api.conftest import ADDR, Api
 
 

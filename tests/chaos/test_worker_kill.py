@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
+from relay.state import keys
 from tests.conftest import ops_config, wait_for
 from tests.test_pipeline import EVENT, signed_post
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from relay import keys
 from relay.cli import main
-from relay.queue import Queue
-from relay.store import Store
+from relay.state import keys
+from relay.state.deliveries import Store
+from relay.state.outbox import Outbox
 from tests.conftest import TEST_SECRET
 
 
@@ -39,7 +39,7 @@ def env(redis_url: str, write_config: Callable[..., Path], tmp_path: Path) -> di
 def dead_letter(
     client: redis.Redis, delivery_id: str, target: str, source: str, died_ago: float = 0
 ) -> None:
-    queue, store = Queue(client, lease=60, retention=3600), Store(client, retention=3600)
+    queue, store = Outbox(client, lease=60, retention=3600), Store(client, retention=3600)
     name = keys.deliver_queue("storage")
     queue.fan_out(
         f"evt_{delivery_id}",

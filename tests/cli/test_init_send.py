@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook
 
 from relay.cli import main
-from relay.embedded import free_port
+from relay.cli.embedded import free_port
 
 SECRET_LINE = re.compile(r'^\s*- "(whsec_[A-Za-z0-9+/=]+)"$', re.MULTILINE)
 

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from relay import keys
 from relay.cli import main
-from relay.registry import source_kinds
+from relay.config.kinds import source_kinds
+from relay.state import keys
 from tests.conftest import TEST_SECRET
 
 AES_KEY = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"

@@ -21,7 +21,7 @@ import pytest
 import redis
 import requests
 
-from relay.embedded import free_port
+from relay.cli.embedded import free_port
 from tests.conftest import TEST_ENV, wait_for
 
 pytestmark = [

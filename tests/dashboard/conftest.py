@@ -23,8 +23,8 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
+from relay.context import WebContext
 from relay.events import GroupEvent, Party
-from relay.runtime import Runtime
 from tests import records
 from tests.conftest import ROOT, TEST_SECRET
 
@@ -74,7 +74,7 @@ class Dash:
     """The app, its runtime, a token per scope, logged-in clients and record writers."""
 
     app: Flask
-    runtime: Runtime
+    runtime: WebContext
     redis: redis.Redis
     tokens: dict[str, str] = field(default_factory=dict)
     key_ids: dict[str, str] = field(default_factory=dict)
@@ -128,7 +128,7 @@ class Dash:
         return (self.runtime.store.delivery(delivery_id) or {}).get("status")
 
     def audit(self, action: str | None = None) -> list[dict[str, Any]]:
-        from relay.audit import AuditLog
+        from relay.state.audit import AuditLog
 
         entries = [e.public() for e in AuditLog(self.redis).entries(limit=1000)]
         return [e for e in entries if action is None or e["action"] == action]

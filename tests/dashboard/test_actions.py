@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from relay.dashboard import csrf
-from relay.gate import TargetGate
+from relay.state.gate import TargetGate
 from tests.dashboard.conftest import ADDR, Dash, csrf_of
 
 DL = "/dashboard/dead-letters"

@@ -20,8 +20,8 @@ from flask import Flask
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
-from relay.apikeys import ApiKeys
+from relay.state import keys
+from relay.state.apikeys import ApiKeys
 from tests.conftest import ops_config, wait_for
 from tests.dashboard.conftest import LiveServer
 from tests.test_pipeline import EVENT, signed_post

@@ -4,7 +4,7 @@ Every configured secret (from ``${...}`` in the config) and the dashboard's own 
 key is a random canary. Records carry them where real ones end up: the event text (a
 user pasted a token), an attempt's answer and error (an endpoint echoed its URL), a
 delivery's last error. Every page must show none of them, redacted where the data is
-read (``relay.ops``), not by the page's last-resort mask, which must stay silent.
+read (``relay.admin.ops``), not by the page's last-resort mask, which must stay silent.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import redis
 from flask import Flask
 
-from relay.apikeys import ApiKeys
+from relay.state.apikeys import ApiKeys
 from tests.dashboard.conftest import Dash, csrf_of
 
 

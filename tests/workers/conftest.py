@@ -13,10 +13,10 @@ import redis
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
-from relay import keys
-from relay.config import SourceConfig, load_config
+from relay.config.models import SourceConfig, load_config
+from relay.intake.sources.standard_webhooks import StandardWebhooksSource
 from relay.settings import Settings
-from relay.sources.standard_webhooks import StandardWebhooksSource
+from relay.state import keys
 from tests.conftest import TEST_SECRET, wait_for
 from workers.context import WorkerContext
 

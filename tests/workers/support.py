@@ -14,9 +14,9 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import redis
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
+from relay.config.people import People, Person
 from relay.events import FileRef, GroupEvent, Party
-from relay.people import People, Person
 from workers.context import WorkerContext
 from workers.fanout import fanout
 from workers.targets.base import BaseTarget, DeliveryContext
@@ -168,7 +168,7 @@ def refusal(
 def fan_out(ctx: WorkerContext, event_id: str) -> list[str]:
     """Queue event ``event_id`` from ``ops`` as intake does and fan it out as the worker
     does; the ids of its deliveries."""
-    ctx.queue.accept_event(
+    ctx.outbox.accept_event(
         "ops",
         event_id,
         json.dumps({"id": event_id, "source": "ops"}),

@@ -14,11 +14,11 @@ import redis
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-import workers.http
-from relay.config import parse_config
+import workers.net.http
+from relay.config.models import parse_config
+from relay.config.people import People, Person
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 from relay.events import FileRef, Party
-from relay.people import People, Person
 from tests.workers.support import assert_hidden, assert_registered, delivery_context
 from workers.targets.apprise import AppriseOptions, AppriseTarget
 from workers.targets.base import DeliveryContext
@@ -185,7 +185,7 @@ def test_a_host_that_resolves_to_a_private_address_is_refused_before_sending(
     def fake_dns(host: str, port: int) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port))]
 
-    monkeypatch.setattr(workers.http, "resolve", fake_dns)
+    monkeypatch.setattr(workers.net.http, "resolve", fake_dns)
     target = make_target(f"json://hooks.example.com/{TOKEN}", allow_private=False)
     with pytest.raises(PermanentDeliveryError) as info:
         target.deliver(context())

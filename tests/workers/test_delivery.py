@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from relay import keys
 from relay.errors import PermanentDeliveryError
+from relay.state import keys
 from tests.conftest import TEST_SECRET
 from tests.workers.support import accept
 from workers.context import WorkerContext
@@ -112,7 +112,7 @@ def test_a_replay_gets_a_fresh_budget_and_numbering_goes_on(context: WorkerConte
     assert run_delivery(context, delivery_id) == "retry"
     time.sleep(0.05)
     assert run_delivery(context, delivery_id) == "dead"
-    assert context.queue.replay(delivery_id, keys.deliver_queue("storage"))
+    assert context.outbox.replay(delivery_id, keys.deliver_queue("storage"))
     delivery = context.store.delivery(delivery_id) or {}
     assert delivery["attempts"] == "2" and delivery["status"] == "queued"
     assert run_delivery(context, delivery_id) == "retry"  # not dead at once: a new budget

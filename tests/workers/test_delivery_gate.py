@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from relay import keys
-from relay.config import load_config
+from relay.config.models import load_config
 from relay.errors import RetryableDeliveryError, TargetThrottled
 from relay.settings import Settings
+from relay.state import keys
 from tests.conftest import TEST_SECRET
 from tests.workers.support import accept, fan_out
 from workers.context import WorkerContext

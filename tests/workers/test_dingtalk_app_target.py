@@ -19,7 +19,8 @@ import redis
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config import TargetConfig, parse_config
+from relay.config.models import TargetConfig, parse_config
+from relay.config.people import People, Person
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -27,7 +28,6 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import Party, ReplyHandle
-from relay.people import People, Person
 from tests.workers.support import (
     assert_hidden,
     assert_registered,

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config import TargetConfig, parse_config
+from relay.config.models import TargetConfig, parse_config
+from relay.config.people import People, Person
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -29,7 +30,6 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import Party
-from relay.people import People, Person
 from tests.workers.support import (
     assert_hidden,
     assert_registered,

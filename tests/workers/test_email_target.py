@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import workers.http
-from relay.config import parse_config
+import workers.net.http
+from relay.config.models import parse_config
+from relay.config.people import People
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 from relay.events import FileRef, Party
-from relay.people import People
 from tests.workers.support import assert_registered, delivery_context
 from workers.targets.base import DeliveryContext
 from workers.targets.email import EmailOptions, EmailTarget
@@ -421,7 +421,7 @@ def test_host_that_resolves_to_a_private_address_is_refused(
     def fake_dns(host: str, port: int) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
-    monkeypatch.setattr(workers.http, "resolve", fake_dns)
+    monkeypatch.setattr(workers.net.http, "resolve", fake_dns)
     target = make_target(allow_private=False, host="smtp.example.com", port=port)
     with pytest.raises(PermanentDeliveryError, match="resolves to 127.0.0.1, a loopback address"):
         target.deliver(context())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import ConfigError, RetryableDeliveryError
 from relay.events import GroupEvent
 from tests.workers.support import assert_registered
@@ -130,7 +130,7 @@ def test_options_are_strict() -> None:
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    from relay.config import load_config
+    from relay.config.models import load_config
 
     folder = tmp_path / "conf"
     folder.mkdir()

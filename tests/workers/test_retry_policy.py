@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.config import RetryPolicy
+from relay.config.models import RetryPolicy
 from workers.retry_policy import next_attempt_at, retry_delay
 
 policies = st.builds(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from relay.config import RouteFilter
+from relay.config.models import RouteFilter
 from relay.events import FileRef, GroupEvent, Party
 from workers.routing import delivery_id, route_matches
 

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config import TargetConfig, parse_config
+from relay.config.models import TargetConfig, parse_config
+from relay.config.people import Person
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -25,7 +26,6 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import FileRef, Party
-from relay.people import Person
 from tests.workers.support import assert_hidden, assert_registered, build_target, markup_message
 from workers.targets.slack import API_ERRORS, WEBHOOK_ERRORS, SlackTarget
 

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay import keys
-from relay.config import TargetConfig, parse_config
+from relay.config.models import TargetConfig, parse_config
+from relay.config.people import Person
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -31,7 +31,7 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import FileRef, Party
-from relay.people import Person
+from relay.state import keys
 from tests.workers.support import assert_hidden, assert_registered, build_target, markup_message
 from workers.targets.telegram import TelegramTarget
 

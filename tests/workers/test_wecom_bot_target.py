@@ -16,15 +16,15 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config import parse_config
+from relay.config.models import parse_config
+from relay.config.people import People, Person
+from relay.config.rates import parse_rate_text
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.people import People, Person
-from relay.ratelimit import parse_rate_text
 from tests.workers.support import (
     assert_hidden,
     assert_registered,

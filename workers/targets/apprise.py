@@ -30,14 +30,14 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ConfigDict, Field, field_validator
 
-from relay import keys
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 from relay.redact import MASK, redact
+from relay.state import keys
 from relay.templates import TemplateError, check_template, render
-from workers.addresses import check_url
-from workers.http import BlockedAddress, vetted_addresses
-from workers.outcomes import excerpt
+from workers.net.addresses import check_url
+from workers.net.http import BlockedAddress, vetted_addresses
+from workers.net.outcomes import excerpt
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 if TYPE_CHECKING:

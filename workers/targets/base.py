@@ -14,10 +14,10 @@ from typing import Any, ClassVar, Protocol
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
+from relay.config.people import Mention, People
 from relay.errors import PermanentDeliveryError
 from relay.events import GroupEvent
-from relay.people import Mention, People
 from relay.templates import TemplateError, render
 
 

@@ -21,14 +21,14 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay import keys
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import ConfigError, PermanentDeliveryError
+from relay.state import keys
 from relay.templates import check_template
-from workers.addresses import check_url, safe_url
-from workers.outcomes import classify
+from workers.net.addresses import check_url, safe_url
+from workers.net.outcomes import classify
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
-from workers.targets.dingtalk_common import (
+from workers.targets.dingtalk_messages import (
     DEFAULT_MARKDOWN_TEMPLATE,
     DEFAULT_TEXT_TEMPLATE,
     DEFAULT_TITLE,

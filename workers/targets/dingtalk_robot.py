@@ -3,7 +3,7 @@
 The ``url`` is the webhook DingTalk shows when the robot is added, access_token
 included; it is a secret and only ever shown through ``safe_url``. With ``secret``
 (the robot's 加签 ``SEC…`` secret) each request gets ``&timestamp=<ms>&sign=<…>``.
-DingTalk answers HTTP 200 with an ``errcode``; see ``dingtalk_common.robot_outcome``.
+DingTalk answers HTTP 200 with an ``errcode``; see ``dingtalk_messages.robot_outcome``.
 A robot takes 20 messages a minute; one more blocks it for 10 minutes (130101), hence
 the default rate limit.
 """
@@ -16,12 +16,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import ConfigError
 from relay.templates import check_template
-from workers.addresses import check_url
+from workers.net.addresses import check_url
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
-from workers.targets.dingtalk_common import (
+from workers.targets.dingtalk_messages import (
     DEFAULT_MARKDOWN_TEMPLATE,
     DEFAULT_TEXT_TEMPLATE,
     DEFAULT_TITLE,

@@ -24,15 +24,15 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
+from relay.config.people import Mention
 from relay.errors import ConfigError, DeliveryError, PermanentDeliveryError
 from relay.errors import RetryableDeliveryError as Retryable
-from relay.people import Mention
 from relay.templates import TemplateError, check_template, render
-from workers.addresses import check_url
-from workers.http import BlockedAddress
-from workers.outcomes import excerpt
-from workers.smtp import GuardedSMTP, GuardedSMTPSSL
+from workers.net.addresses import check_url
+from workers.net.http import BlockedAddress
+from workers.net.outcomes import excerpt
+from workers.net.smtp import GuardedSMTP, GuardedSMTPSSL
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 Security = Literal["starttls", "tls", "none"]

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from pydantic import ValidationInfo, field_validator
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import ConfigError, RetryableDeliveryError
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 

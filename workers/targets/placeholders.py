@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from relay.people import Mention
+from relay.config.people import Mention
 
 OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters delimiting a mention placeholder
 TOKEN = re.compile(f"{OPEN}(\\d+){CLOSE}")

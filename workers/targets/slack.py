@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
+from relay.config.people import Mention
 from relay.errors import (
     ConfigError,
     DeliveryError,
@@ -28,10 +29,9 @@ from relay.errors import (
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.people import Mention
-from workers.addresses import check_url
-from workers.http import guarded_pool, send
-from workers.outcomes import classify, excerpt, parse_retry_after, response_text
+from workers.net.addresses import check_url
+from workers.net.http import guarded_pool, send
+from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 SECTION_LIMIT = 3000  # characters of mrkdwn in one section block

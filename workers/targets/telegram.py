@@ -23,8 +23,8 @@ from markupsafe import Markup
 from markupsafe import escape as html_escape
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from relay import keys
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
+from relay.config.people import Mention
 from relay.errors import (
     ConfigError,
     DeliveryError,
@@ -33,10 +33,10 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import FileRef
-from relay.people import Mention
-from workers.addresses import check_url, safe_url
-from workers.http import guarded_pool, send
-from workers.outcomes import classify, excerpt, parse_retry_after, response_text
+from relay.state import keys
+from workers.net.addresses import check_url, safe_url
+from workers.net.http import guarded_pool, send
+from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 PROGRESS_TTL = 7 * 24 * 3600  # seconds a multi-request delivery remembers its done steps

@@ -2,7 +2,7 @@
 
 The body is exactly ``context.event_json``; ``webhook-id`` is the delivery id, so it
 stays the same on every retry and replay and receivers can use it to deduplicate.
-Every request goes through the guarded pools of ``workers.http`` (SSRF policy,
+Every request goes through the guarded pools of ``workers.net.http`` (SSRF policy,
 no redirects, typed outcomes).
 """
 
@@ -15,12 +15,12 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from relay import __version__
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
 from relay.errors import ConfigError
 from relay.signing import decode_secret, sign_header
-from workers.addresses import check_url
-from workers.http import guarded_pool, send
-from workers.outcomes import classify
+from workers.net.addresses import check_url
+from workers.net.http import guarded_pool, send
+from workers.net.outcomes import classify
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110)

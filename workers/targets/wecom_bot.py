@@ -23,17 +23,17 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay.config import TargetConfig
+from relay.config.models import TargetConfig
+from relay.config.people import Mention
 from relay.errors import (
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.people import Mention
-from workers.addresses import check_url, safe_url
-from workers.http import guarded_pool, send
-from workers.outcomes import classify_redacted, excerpt, json_object, response_text
+from workers.net.addresses import check_url, safe_url
+from workers.net.http import guarded_pool, send
+from workers.net.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import TOKEN, defuse, fit, placeholders
 

@@ -1,0 +1,77 @@
+"""Registries of source and target kinds, found through entry points.
+
+Source kinds are the ``group_relay.sources`` entry points (the built-in ones live in
+``relay.intake.sources``); target kinds are the ``group_relay.targets`` entry points
+(in ``workers``, which ``relay`` never imports). Both are loaded on first use, so the
+config package imports no adapter, the web process loads no target code, and a
+package of your own can add either kind.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from relay.config.models import RelayConfig
+    from relay.intake.sources.base import Source
+
+SOURCE_ENTRY_POINTS = "group_relay.sources"
+TARGET_ENTRY_POINTS = "group_relay.targets"
+
+
+def _load(group: str, what: str) -> dict[str, type[Any]]:
+    """Every entry point of ``group`` loaded; a broken plugin is named, not a traceback."""
+    kinds: dict[str, type[Any]] = {}
+    problems = []
+    for ep in entry_points(group=group):
+        try:
+            kinds[ep.name] = ep.load()
+        except Exception as exc:  # a broken plugin must be named, not crash the CLI
+            problems.append(f"{what} kind {ep.name!r} ({ep.value}) failed to load: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return kinds
+
+
+@cache
+def source_kinds() -> dict[str, type[Source]]:
+    """Source classes by kind, loaded from entry points on first use."""
+    return _load(SOURCE_ENTRY_POINTS, "source")
+
+
+def source_option_models() -> dict[str, type[BaseModel]]:
+    return {kind: cls.Options for kind, cls in source_kinds().items()}
+
+
+@cache
+def target_kinds() -> dict[str, type[Any]]:
+    """Target adapter classes by kind, loaded from entry points on first use."""
+    return _load(TARGET_ENTRY_POINTS, "target")
+
+
+def build_targets(config: RelayConfig) -> dict[str, Any]:
+    """One adapter per configured target; every construction problem named by target."""
+    kinds = target_kinds()
+    targets: dict[str, Any] = {}
+    problems = []
+    for target_id, target in config.targets.items():
+        try:
+            targets[target_id] = kinds[target.kind](target)
+        except (ValueError, ConfigError) as exc:
+            detail = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
+            problems.append(
+                detail if detail.startswith("targets.") else f"targets.{target_id}: {detail}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return targets
+
+
+def target_option_models() -> dict[str, type[BaseModel]]:
+    return {kind: cls.Options for kind, cls in target_kinds().items()}

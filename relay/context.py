@@ -1,0 +1,46 @@
+"""What a web or CLI process holds: settings, config, one Redis client, and the parts
+built on it (the intake with its sources, the outbox, the delivery store).
+
+Workers hold their own ``workers.context.WorkerContext``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from relay.config.models import RelayConfig, load_config
+from relay.intake.accept import Intake
+from relay.intake.sources.base import Source
+from relay.settings import Settings
+from relay.state.connection import redis_client
+from relay.state.deliveries import Store
+from relay.state.outbox import Outbox
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    config: RelayConfig
+    redis: redis.Redis
+    outbox: Outbox = field(init=False)
+    store: Store = field(init=False)
+    intake: Intake = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(
+            self.redis, lease=self.settings.visibility_timeout, retention=self.settings.retention
+        )
+        self.store = Store(self.redis, retention=self.settings.retention)
+        self.intake = Intake(self.settings, self.config, self.redis, self.outbox)
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        return self.intake.sources
+
+    @classmethod
+    def build(cls, settings: Settings, config: RelayConfig | None = None) -> WebContext:
+        if config is None:
+            config = load_config(settings.config, with_targets=False)
+        return cls(settings, config, redis_client(settings))

@@ -1,0 +1,266 @@
+"""Whether a target may be sent to now: pause, platform throttle, breaker, rate limits.
+
+``admit`` is one Redis script per attempt, shared by every worker process: it answers
+"go" or "wait this long, because ...". A delivery told to wait is parked in the durable
+schedule without spending an attempt. ``record`` feeds each attempt's outcome to the
+circuit breaker (see ``relay.config.circuit``). All times come from Redis's own clock, so
+workers with skewed clocks still share one window. ``status`` is what the CLI and the
+API show.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from relay.config.circuit import CircuitPolicy
+from relay.config.rates import Rate
+from relay.state import keys
+from relay.state.lua import ScriptCall
+from relay.state.windows import WINDOWS_LUA
+
+PAUSE_RECHECK = 10.0  # a paused target's deliveries look again this often
+PROBE_BUSY_WAIT = 2.0  # others wait this long while a half-open probe runs
+
+# KEYS: state, throttle, rate zsets... ARGV: token, probe ttl ms, breaker on, then
+# (limit, window ms) per rate.
+_ADMIT = (
+    WINDOWS_LUA
+    + """
+local now = now_ms()
+local s = redis.call('HMGET', KEYS[1], 'paused', 'state', 'open_until', 'probe', 'probe_until')
+if s[1] == '1' then return {'paused', ARGV[4]} end
+local throttled = tonumber(redis.call('GET', KEYS[2]) or '0')
+if throttled > now then return {'throttled', throttled - now} end
+local probing = false
+if ARGV[3] == '1' and (s[2] == 'open' or s[2] == 'half_open') then
+  if s[2] == 'open' and tonumber(s[3] or '0') > now then
+    return {'circuit_open', tonumber(s[3]) - now}
+  end
+  if s[4] and s[4] ~= ARGV[1] and tonumber(s[5] or '0') > now then
+    return {'circuit_probing', ARGV[5]}
+  end
+  probing = true
+end
+local wait = window_wait(3, now)
+if wait > 0 then return {'rate_limited', wait} end
+window_take(3, now)
+if probing then
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe', ARGV[1],
+             'probe_until', now + tonumber(ARGV[2]))
+end
+return {'ok', 0}
+"""
+)
+
+# KEYS: state, calls. ARGV: ok, token, failures, rate, window ms, min calls, open ms,
+# max open ms, counts (1 if this outcome counts for the breaker).
+_RECORD = (
+    WINDOWS_LUA
+    + """
+local now = now_ms()
+local ok = ARGV[1] == '1'
+redis.call('HINCRBY', KEYS[1], ok and 'successes' or 'failures', 1)
+redis.call('HSET', KEYS[1], ok and 'last_success' or 'last_failure', now)
+if ARGV[9] ~= '1' then return 'ignored' end
+local window = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[2], now, (ok and 'ok:' or 'fail:') .. ARGV[2] .. ':' .. now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[2], window)
+local s = redis.call('HMGET', KEYS[1], 'state', 'probe', 'opened')
+local state = s[1] or 'closed'
+local function open()
+  local opened = tonumber(s[3] or '0') + 1
+  local span = math.min(tonumber(ARGV[7]) * 2 ^ (opened - 1), tonumber(ARGV[8]))
+  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + span, 'opened', opened,
+             'opened_at', now)
+  redis.call('HDEL', KEYS[1], 'probe', 'probe_until')
+  return 'opened'
+end
+if ok then
+  redis.call('HSET', KEYS[1], 'consecutive', 0)
+  if state == 'half_open' and s[2] == ARGV[2] then
+    redis.call('HSET', KEYS[1], 'state', 'closed', 'opened', 0)
+    redis.call('HDEL', KEYS[1], 'probe', 'probe_until', 'open_until')
+    return 'recovered'
+  end
+  return state
+end
+local consecutive = redis.call('HINCRBY', KEYS[1], 'consecutive', 1)
+if state == 'half_open' then
+  if s[2] == ARGV[2] then return open() end
+  return state
+end
+if state == 'open' then return state end
+if consecutive >= tonumber(ARGV[3]) then return open() end
+local calls = redis.call('ZRANGE', KEYS[2], 0, -1)
+if #calls >= tonumber(ARGV[6]) then
+  local failed = 0
+  for _, call in ipairs(calls) do
+    if string.sub(call, 1, 5) == 'fail:' then failed = failed + 1 end
+  end
+  if failed / #calls >= tonumber(ARGV[4]) then return open() end
+end
+return state
+"""
+)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """``wait`` seconds (0 = go now) and why (``ok``, ``paused``, ``rate_limited``, ...)."""
+
+    reason: str
+    wait: float
+
+    @property
+    def admitted(self) -> bool:
+        return self.wait <= 0
+
+
+def admission(answer: Any) -> Admission:
+    """The verdict an ``admit`` script answered."""
+    reason, wait_ms = answer
+    return Admission(reason.decode() if isinstance(reason, bytes) else reason, int(wait_ms) / 1000)
+
+
+def breaker_state(answer: Any) -> str:
+    """The state a ``record`` script answered."""
+    return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+
+class TargetGate:
+    """Pause, platform throttle, circuit breaker and rate limits of every target."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._admit = client.register_script(_ADMIT)
+        self._record = client.register_script(_RECORD)
+
+    def admit(
+        self,
+        target_id: str,
+        token: str,
+        *,
+        rates: Sequence[Rate],
+        circuit: CircuitPolicy,
+        probe_ttl: float,
+    ) -> Admission:
+        """May ``token`` (a delivery id) be sent to the target now? Takes a rate slot if so."""
+        call = self.admit_call(target_id, token, rates=rates, circuit=circuit, probe_ttl=probe_ttl)
+        return admission(call.run())
+
+    def admit_call(
+        self,
+        target_id: str,
+        token: str,
+        *,
+        rates: Sequence[Rate],
+        circuit: CircuitPolicy,
+        probe_ttl: float,
+    ) -> ScriptCall:
+        """``admit`` as a call to run together with others (``relay.state.lua``); read its
+        answer with ``admission``."""
+        script_keys = [keys.target_state(target_id), keys.target_throttle(target_id)]
+        args: list[Any] = [
+            token,
+            int(probe_ttl * 1000),
+            "1" if circuit.enabled else "0",
+            int(PAUSE_RECHECK * 1000),
+            int(PROBE_BUSY_WAIT * 1000),
+        ]
+        # Rate i (KEYS[i], i >= 3) reads ARGV[2i] and ARGV[2i+1]: after these five.
+        for index, rate in enumerate(rates):
+            script_keys.append(keys.target_rate(target_id, index))
+            args += [rate.limit, int(rate.window * 1000)]
+        return ScriptCall(self._admit, script_keys, args)
+
+    def record(
+        self, target_id: str, token: str, *, ok: bool, counts: bool, circuit: CircuitPolicy
+    ) -> str:
+        """Feed one attempt's outcome to the breaker; returns its state after it, or
+        ``opened``/``recovered`` when this outcome changed it."""
+        return breaker_state(
+            self.record_call(target_id, token, ok=ok, counts=counts, circuit=circuit).run()
+        )
+
+    def record_call(
+        self, target_id: str, token: str, *, ok: bool, counts: bool, circuit: CircuitPolicy
+    ) -> ScriptCall:
+        """``record`` as a call to run together with others (``relay.state.lua``); read
+        its answer with ``breaker_state``."""
+        return ScriptCall(
+            self._record,
+            [keys.target_state(target_id), keys.target_calls(target_id)],
+            [
+                "1" if ok else "0",
+                token,
+                circuit.failures,
+                circuit.failure_rate,
+                int(circuit.window * 1000),
+                circuit.min_calls,
+                int(circuit.open_for * 1000),
+                int(circuit.max_open_for * 1000),
+                "1" if counts and circuit.enabled else "0",
+            ],
+        )
+
+    def throttle(self, target_id: str, seconds: float) -> None:
+        """The platform blocks the whole target: nobody sends to it for ``seconds``."""
+        until_ms = int((time.time() + seconds) * 1000)
+        self.redis.set(keys.target_throttle(target_id), until_ms, px=max(1, int(seconds * 1000)))
+
+    def pause(self, target_id: str) -> None:
+        self.redis.hset(keys.target_state(target_id), "paused", "1")
+
+    def resume(self, target_id: str) -> None:
+        self.redis.hdel(keys.target_state(target_id), "paused")
+
+    def reset(self, target_id: str) -> None:
+        """Close the breaker and forget its counters (an operator's decision)."""
+        pipe = self.redis.pipeline()
+        pipe.hdel(
+            keys.target_state(target_id),
+            "state",
+            "open_until",
+            "opened",
+            "opened_at",
+            "probe",
+            "probe_until",
+            "consecutive",
+        )
+        pipe.delete(keys.target_calls(target_id), keys.target_throttle(target_id))
+        pipe.execute()
+
+    def status(self, target_id: str, rates: Sequence[Rate] = ()) -> dict[str, Any]:
+        """Pause flag, breaker state and counters, throttle and rate-window usage."""
+        now_ms = time.time() * 1000
+        pipe = self.redis.pipeline()
+        pipe.hgetall(keys.target_state(target_id))
+        pipe.get(keys.target_throttle(target_id))
+        for index, rate in enumerate(rates):
+            pipe.zcount(keys.target_rate(target_id, index), now_ms - rate.window * 1000, "+inf")
+        state_raw, throttle_raw, *used = pipe.execute()
+        state = {k.decode(): v.decode() for k, v in state_raw.items()}
+        circuit = state.get("state", "closed")
+        open_until = float(state.get("open_until") or 0) / 1000
+        if circuit == "open" and open_until <= time.time():
+            circuit = "half_open"  # the next delivery becomes the probe
+        throttled_until = float(throttle_raw or 0) / 1000
+        return {
+            "paused": state.get("paused") == "1",
+            "circuit": circuit,
+            "open_until": open_until or None,
+            "consecutive_failures": int(state.get("consecutive") or 0),
+            "successes": int(state.get("successes") or 0),
+            "failures": int(state.get("failures") or 0),
+            "throttled_until": throttled_until if throttled_until > time.time() else None,
+            "rates": [
+                {"rate": str(rate), "limit": rate.limit, "per": rate.per, "used": int(n)}
+                for rate, n in zip(rates, used, strict=True)
+            ],
+        }

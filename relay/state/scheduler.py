@@ -1,0 +1,100 @@
+"""``relay scheduler``: moves due deliveries into their queues and redoes lost tasks.
+
+Two sweeps per tick, both safe to run in several processes at once because each
+item moves in one Redis script that first checks it is still due:
+
+- the schedule (retry backoff and other waits) → the delivery's Celery queue;
+- the in-flight set: a task whose deadline passed (its message was lost, or its
+  worker died) is pushed again; the delivery's own status check drops duplicates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+import structlog
+
+from relay.state import keys
+from relay.state.outbox import Outbox
+
+log = structlog.get_logger("relay.scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        client: redis.Redis,
+        outbox: Outbox,
+        *,
+        interval: float,
+        retention: float,
+        batch: int = 500,
+    ) -> None:
+        self.redis = client
+        self.outbox = outbox
+        self.interval = interval
+        self.retention = retention
+        self.batch = batch
+        self._last_trim = 0.0
+
+    def _queue_of(self, delivery_id: str) -> str | None:
+        name = self.redis.hget(keys.delivery(delivery_id), "queue")
+        return name.decode() if name else None
+
+    def release_due(self, now: float) -> int:
+        released = 0
+        due = self.redis.zrangebyscore(keys.SCHEDULE, "-inf", now, start=0, num=self.batch)
+        for raw in due:
+            delivery_id = raw.decode()
+            queue = self._queue_of(delivery_id)
+            if queue is None:  # record expired or purged: nothing left to send
+                self.redis.zrem(keys.SCHEDULE, delivery_id)
+                continue
+            released += self.outbox.release_due(delivery_id, queue, now)
+        return released
+
+    def requeue_lost(self, now: float) -> int:
+        requeued = 0
+        expired = self.redis.zrangebyscore(keys.INFLIGHT, "-inf", now, start=0, num=self.batch)
+        for raw in expired:
+            member = raw.decode()
+            kind, _, ident = member.partition(":")
+            queue = keys.FANOUT_QUEUE if kind == "fanout" else self._queue_of(ident)
+            if queue is None:
+                self.redis.zrem(keys.INFLIGHT, member)
+                continue
+            if self.outbox.requeue_inflight(member, queue, now):
+                requeued += 1
+                log.warning("scheduler.requeued_lost_task", task=member)
+        return requeued
+
+    def trim(self, now: float) -> None:
+        """Drop index entries of events older than the retention period (once a minute)."""
+        if now - self._last_trim >= 60:
+            self.redis.zremrangebyscore(keys.EVENTS, "-inf", now - self.retention)
+            self._last_trim = now
+
+    def tick(self) -> tuple[int, int]:
+        now = time.time()
+        released = self.release_due(now)
+        requeued = self.requeue_lost(now)
+        self.trim(now)
+        self.redis.set(keys.SCHEDULER_HEARTBEAT, f"{now:.6f}", ex=3600)
+        return released, requeued
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("scheduler.started", interval=self.interval)
+        while not stop.is_set():
+            try:
+                released, requeued = self.tick()
+            except redis.RedisError as exc:
+                log.error("scheduler.redis_error", error=type(exc).__name__)
+                stop.wait(min(5.0, max(self.interval, 1.0)))
+                continue
+            if released:
+                log.info("scheduler.released", count=released)
+            if released < self.batch:
+                stop.wait(self.interval)
+        log.info("scheduler.stopped")

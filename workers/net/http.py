@@ -1,0 +1,279 @@
+"""The one guarded outbound HTTP path every HTTP target uses.
+
+Webhook URLs come from users, so any of them may point inside our network (SSRF).
+The guard sits in the urllib3 connection: it resolves the host itself, checks *every*
+address, and connects only to an address it checked, so the check is made on the
+address actually connected to and DNS rebinding cannot slip past it. TLS still
+verifies the certificate against the URL's host name. Redirects are never followed
+and environment proxies are ignored. The address policy itself is
+``workers.net.addresses``; ``send`` turns transport failures into typed delivery errors
+and ``workers.net.outcomes`` classifies the answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json as jsonlib
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import certifi
+import requests
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+    URLSchemeUnknown,
+)
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util import Timeout, parse_url
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.ssl_ import create_urllib3_context
+
+from relay import __version__
+from relay.errors import PermanentDeliveryError, RetryableDeliveryError
+from workers.net.addresses import HINT, refusal, safe_url
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
+
+POOL_SIZE = 256
+MAX_BODY = 1024 * 1024  # bytes of a response body we read; the rest is dropped
+
+
+class BlockedAddress(Exception):
+    """A connection was refused before it was made: the host resolves to a private address.
+
+    Deliberately not an ``OSError``: urllib3 would wrap and retry those, while this
+    must reach ``send`` as it is and end the delivery permanently.
+    """
+
+
+def resolve(host: str, port: int) -> list[AddrInfo]:
+    """``getaddrinfo`` for TCP; module-level so tests can stub DNS."""
+    return list(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+
+
+def vetted_addresses(host: str, port: int, allow_private: bool) -> list[AddrInfo]:
+    """Resolve ``host`` and check every address; one refused address refuses them all."""
+    infos = resolve(host, port)
+    if not allow_private:
+        for info in infos:
+            address = str(info[4][0]).partition("%")[0]
+            ip = ipaddress.ip_address(address)
+            if why := refusal(ip):
+                subject = (
+                    f"{host} is" if host == str(ip) or ":" in host else f"{host} resolves to {ip},"
+                )
+                raise BlockedAddress(f"{subject} {why}; {HINT}")
+    return infos
+
+
+def _connect_vetted(conn: HTTPConnection, allow_private: bool) -> socket.socket:
+    """urllib3's ``_new_conn`` with our resolver: connect only to vetted addresses."""
+    host = conn._dns_host.strip("[]")  # noqa: SLF001 - the name urllib3 itself resolves
+    try:
+        infos = vetted_addresses(host, conn.port, allow_private)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    error: OSError | None = None
+    for family, socktype, proto, _, sockaddr in infos:
+        sock = socket.socket(family, socktype, proto)
+        try:
+            for level, option, value in conn.socket_options or ():
+                sock.setsockopt(level, option, value)
+            if conn.timeout is not None:
+                sock.settimeout(conn.timeout)
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:  # like urllib3: try the next vetted address
+            sock.close()
+            error = exc
+            continue
+        sys.audit("http.client.connect", conn, conn.host, conn.port)
+        return sock
+    if isinstance(error, TimeoutError):
+        raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from error
+    raise NewConnectionError(conn, f"failed to connect: {_os_reason(error)}") from error
+
+
+def _pool_classes(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _connect_vetted(self, allow_private)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return _connect_vetted(self, allow_private)
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+DEFAULT_HEADERS = {"User-Agent": f"group-relay/{__version__}", "Accept": "*/*"}
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificates checked against certifi's bundle, as ``requests`` does."""
+    context = create_urllib3_context()
+    context.load_verify_locations(certifi.where())
+    return context
+
+
+_pools: dict[tuple[int, bool], PoolManager] = {}
+_pools_lock = threading.Lock()  # held without I/O, so never yields under gevent
+
+
+def guarded_pool(allow_private: bool) -> PoolManager:
+    """The process's connection pools for this flag (new ones after a fork).
+
+    Plain urllib3 rather than a ``requests`` session: the session layer (merging
+    settings, cookies, hooks) cost about a millisecond of CPU per delivery, as much as
+    the request itself, and this path needs none of it. As many idle connections per
+    host are kept as a worker runs green threads, so a busy worker reuses them.
+    """
+    key = (os.getpid(), allow_private)
+    pools = _pools.get(key)
+    if pools is None:
+        with _pools_lock:
+            pools = _pools.get(key)
+            if pools is None:
+                pools = PoolManager(num_pools=32, maxsize=POOL_SIZE, ssl_context=_tls_context())
+                pools.pool_classes_by_scheme = _pool_classes(allow_private)
+                _pools[key] = pools
+    return pools
+
+
+def send(
+    pools: PoolManager,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    data: bytes | None = None,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+    ca_certs: str | None = None,
+) -> requests.Response:
+    """One request, redirects never followed, failures as typed delivery errors.
+
+    ``json`` is sent as a JSON body, ``data`` as it is; ``ca_certs`` verifies TLS
+    against that bundle instead of certifi's. The body is read here, capped at
+    ``MAX_BODY`` and within about ``timeout`` in total, so a target that trickles or
+    floods cannot hold a worker or its memory. The answer is a ``requests.Response``.
+    """
+    where = safe_url(url)
+    request_headers = HTTPHeaderDict(DEFAULT_HEADERS)
+    if json is not None:
+        data = jsonlib.dumps(json, allow_nan=False).encode()
+        request_headers["Content-Type"] = "application/json"
+    request_headers.update(headers or {})
+    deadline = time.monotonic() + timeout
+    try:
+        target = parse_url(url)
+        if target.scheme not in pools.pool_classes_by_scheme:
+            raise URLSchemeUnknown(str(target.scheme))
+        extra = {"ca_certs": ca_certs, "ssl_context": None} if ca_certs else None
+        pool = pools.connection_from_host(
+            target.host, target.port, target.scheme, pool_kwargs=extra
+        )
+        raw = pool.urlopen(
+            method,
+            target.request_uri,
+            body=data,
+            headers=request_headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            timeout=Timeout(connect=timeout, read=timeout),
+            preload_content=False,
+        )
+        content = _read_capped(raw, deadline)
+    except BlockedAddress as exc:
+        raise PermanentDeliveryError(f"refused to connect to {where}: {exc}") from None
+    except ValueError as exc:  # a bad URL (urllib3's URL errors are ValueErrors) or header
+        raise PermanentDeliveryError(f"invalid request to {where}: {type(exc).__name__}") from None
+    except NewConnectionError as exc:  # before timeouts: urllib3 makes it one of them
+        raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
+    except (Urllib3Timeout, TimeoutError):
+        raise RetryableDeliveryError(f"{where} did not answer within {timeout:g}s") from None
+    except (HTTPError, OSError) as exc:
+        raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
+    return _response(raw, url, content)
+
+
+def _read_capped(raw: BaseHTTPResponse, deadline: float) -> bytes:
+    """The body up to ``MAX_BODY``; a connection with bytes left unread is not reused."""
+    body = bytearray()
+    try:
+        for chunk in raw.stream(16384):
+            body += chunk
+            if len(body) >= MAX_BODY:
+                raw.close()
+                break
+            if time.monotonic() > deadline:
+                raise ReadTimeoutError(None, None, "the body was not read in time")  # type: ignore[arg-type]
+    except BaseException:
+        raw.close()
+        raise
+    finally:
+        raw.release_conn()
+    return bytes(body[:MAX_BODY])
+
+
+def _response(raw: BaseHTTPResponse, url: str, content: bytes) -> requests.Response:
+    """The answer in the shape every target and ``workers.net.outcomes`` reads."""
+    response = requests.Response()
+    response.status_code = raw.status
+    response.headers = CaseInsensitiveDict(raw.headers)
+    response.reason = raw.reason or ""
+    response.url = url
+    response.encoding = get_encoding_from_headers(response.headers)
+    response._content = content  # noqa: SLF001 - what requests' own adapter sets
+    return response
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause without URLs: urllib3 messages repeat the path and query."""
+    cause: BaseException | None = exc
+    last = exc
+    for _ in range(8):  # the chain is short; never loop on a strange one
+        if cause is None:
+            break
+        last = cause
+        if isinstance(cause, NameResolutionError):
+            return "the host name did not resolve"
+        if isinstance(cause, NewConnectionError):
+            return str(cause).rpartition(": ")[2] or "connection failed"
+        if isinstance(cause, Urllib3Timeout | TimeoutError):
+            return "timed out"
+        if isinstance(cause, OSError) and cause.strerror:
+            return _os_reason(cause)
+        inner = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = getattr(cause, "reason", None) or inner or cause.__cause__
+    return type(last).__name__
+
+
+def _os_reason(error: OSError | None) -> str:
+    if error is None:
+        return "no address to connect to"
+    return error.strerror or type(error).__name__

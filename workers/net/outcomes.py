@@ -1,0 +1,95 @@
+"""HTTP responses as typed delivery outcomes, and the excerpts kept in attempt records."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from workers.net.addresses import safe_url
+from workers.targets.base import DeliveryResult
+
+
+def excerpt(text: str, limit: int = 1024) -> str:
+    """At most ``limit`` characters of a response, for attempt records and dead letters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def response_text(response: requests.Response, limit: int = 4096) -> str:
+    """The start of the body as text, without ``response.text``'s charset sniffing of
+    the whole (up to ``MAX_BODY``) body; undecodable bytes are replaced."""
+    data = response.content[:limit]
+    try:
+        return data.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds or HTTP-date); None if garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"-?\d{1,12}", value):
+        return float(max(0, int(value)))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def classify(response: requests.Response) -> DeliveryResult:
+    """2xx is success; everything else raises the retryable or permanent error it means."""
+    status = response.status_code
+    text = excerpt(response_text(response))
+    if 200 <= status < 300:
+        return DeliveryResult(status=status, excerpt=text)
+    error: DeliveryError
+    if 300 <= status < 400:
+        location = response.headers.get("location")
+        target = safe_url(location) if location else "nowhere"
+        error = PermanentDeliveryError(
+            f"HTTP {status}: redirect to {target} not followed", status=status, excerpt=text
+        )
+    elif status == 410:
+        error = PermanentDeliveryError("HTTP 410: the target is gone", status=status, excerpt=text)
+    elif status in (408, 425, 429) or 500 <= status:
+        error = RetryableDeliveryError(
+            f"HTTP {status}",
+            status=status,
+            excerpt=text,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    elif 400 <= status < 500:
+        error = PermanentDeliveryError(f"HTTP {status}", status=status, excerpt=text)
+    else:
+        error = RetryableDeliveryError(f"unexpected HTTP {status}", status=status, excerpt=text)
+    raise error
+
+
+def classify_redacted(response: requests.Response, redact: Callable[[str], str]) -> DeliveryResult:
+    """``classify``, with ``redact`` applied to the excerpt an error carries (tokens in
+    echoed URLs)."""
+    try:
+        return classify(response)
+    except DeliveryError as exc:
+        exc.excerpt = redact(exc.excerpt or "") or None
+        raise
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """The body as a JSON object, or ``{}`` if it is not one (an HTML error page, ...)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
