@@ -68,7 +68,7 @@ from bench.common import (
     write_json,
 )
 from relay.config.kinds import source_kinds
-from relay.config.models import load_config
+from relay.config.loader import load_config
 from relay.intake.sources.base import Source
 from relay.intake.sources.msgcrypt import MsgCrypt, signature
 

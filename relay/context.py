@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from relay.config.models import RelayConfig, load_config
+from relay.config.loader import load_config
+from relay.config.models import RelayConfig
 from relay.intake.accept import Intake
 from relay.intake.sources.base import Source
 from relay.settings import Settings

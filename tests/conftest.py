@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from relay import create_app
 from relay.cli.embedded import EmbeddedRedis
@@ -214,6 +216,55 @@ def relay_processes(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Re
     yield start
     for procs in started:
         procs.stop_all()
+
+
+class Sink:
+    """A loopback HTTP sink that answers from a script of statuses and records arrivals."""
+
+    def __init__(self, server: HTTPServer, script: list[tuple[int, dict[str, str]]]) -> None:
+        self.server = server
+        self.script = list(script)
+        self.arrivals: list[tuple[float, Request]] = []
+        self.lock = threading.Lock()
+        server.expect_request("/in", method="POST").respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        with self.lock:
+            self.arrivals.append((time.time(), request))
+            status, headers = self.script.pop(0) if self.script else (200, {})
+        return Response("ok" if status < 300 else "nope", status=status, headers=headers)
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("/in")
+
+    def ids(self) -> list[str]:
+        return [r.headers["webhook-id"] for _, r in self.arrivals]
+
+
+@pytest.fixture
+def pipeline(
+    write_config: Callable[..., Path],
+    client_for: Callable[[Path], FlaskClient],
+    relay_processes: Callable[..., RelayProcesses],
+    httpserver: HTTPServer,
+) -> Callable[..., tuple[FlaskClient, Sink, RelayProcesses]]:
+    """``start(script, retry=..., **env)``: the README's config to a scripted sink, with a
+    real worker and scheduler; returns the app's client, the sink and the processes."""
+
+    def start(
+        script: list[tuple[int, dict[str, str]]] | None = None,
+        *,
+        retry: dict[str, Any] | None = None,
+        **env: str,
+    ) -> tuple[FlaskClient, Sink, RelayProcesses]:
+        sink = Sink(httpserver, script or [])
+        config = ops_config(sink.url, retry=retry or {"max_attempts": 5, "backoff_base": "0.2s"})
+        path = write_config(config)
+        procs = relay_processes(path, **env)
+        return client_for(path), sink, procs
+
+    return start
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

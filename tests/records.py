@@ -10,6 +10,7 @@ from relay.context import WebContext
 from relay.events import GroupEvent
 from relay.state import keys
 from relay.state.apikeys import ApiKeys
+from relay.state.lifecycle import DeliveryRecord
 from workers.routing import delivery_id as make_delivery_id
 
 
@@ -22,32 +23,32 @@ def accept(runtime: WebContext, event: GroupEvent) -> None:
 
 def fan_out(runtime: WebContext, event: GroupEvent) -> list[str]:
     """Create the event's deliveries as a worker's fan-out does; their ids, sorted."""
-    batch: list[tuple[dict[str, str | int], str]] = []
-    for index, route in runtime.config.routes_for(event.source):
-        for target in route.targets:
-            fields: dict[str, str | int] = {
-                "id": make_delivery_id(event.id, index, target),
-                "event_id": event.id,
-                "source": event.source,
-                "target": target,
-                "route": index,
-                "queue": keys.deliver_queue("webhook"),
-                "status": "queued",
-                "attempts": 0,
-                "created_at": f"{time.time():.6f}",
-            }
-            batch.append((fields, keys.deliver_queue("webhook")))
-    runtime.outbox.fan_out(event.id, batch)
-    return sorted(str(f["id"]) for f, _ in batch)
+    now, queue = time.time(), keys.deliver_queue("webhook")
+    records = [
+        DeliveryRecord.new(
+            id=make_delivery_id(event.id, index, target),
+            event_id=event.id,
+            source=event.source,
+            target=target,
+            route=index,
+            queue=queue,
+            now=now,
+        )
+        for index, route in runtime.config.routes_for(event.source)
+        for target in route.targets
+    ]
+    runtime.outbox.fan_out(event.id, [(r.to_fields(), queue) for r in records])
+    return sorted(r.id or "" for r in records)
 
 
 def kill(runtime: WebContext, delivery_id: str) -> None:
     """Dead-letter a delivery as the worker does after a permanent failure."""
-    d = runtime.store.delivery(delivery_id) or {}
-    data = runtime.redis.hget(keys.event(d["event_id"]), "data") or b"null"
+    d = runtime.store.delivery(delivery_id)
+    assert d is not None and d.event_id is not None, delivery_id
+    data = runtime.redis.hget(keys.event(d.event_id), "data") or b"null"
     record = {"n": 1, "started_at": time.time(), "duration_ms": 3.0, "outcome": "failed",
               "status": 410, "response": "gone", "error": "HTTP 410"}  # fmt: skip
-    runtime.store.finish_dead(delivery_id, record, "permanent failure", data.decode())
+    runtime.store.finish_dead(delivery_id, record, "permanent failure", data.decode(), token="")
 
 
 def scoped_keys(client: redis.Redis) -> tuple[dict[str, str], dict[str, str]]:

@@ -109,9 +109,9 @@ def test_a_scrape_reads_counters_and_gauges_from_redis(
     for delivery_id, target in (("d1", "a"), ("d2", "a"), ("d3", "b")):
         fields: dict[str, str | int] = {"id": delivery_id, "target": target, "status": "queued"}
         queue.fan_out("e1", [(fields, keys.deliver_queue("webhook"))])
-    store.finish_delivered("d1", {"n": 1, "duration_ms": 12.5})
-    store.finish_dead("d2", {"n": 1, "duration_ms": 40000}, "permanent failure", "{}")
-    store.park("d3", time.time() + 60, "circuit_open", attempts=0)
+    store.finish_delivered("d1", {"n": 1, "duration_ms": 12.5}, token="")
+    store.finish_dead("d2", {"n": 1, "duration_ms": 40000}, "permanent failure", "{}", token="")
+    store.park("d3", time.time() + 60, "circuit_open", attempts=0, token="")
     redis_client.zadd(keys.SCHEDULE, {"late": time.time() - 30})
     gate = TargetGate(redis_client)
     gate.pause("a")
@@ -233,7 +233,7 @@ class Gunicorn:
         assert self.proc.poll() is None, self.log.read_text()
         try:
             return requests.get(self.base + "/healthz", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting up
             return False
 
     def pids_that_served(self, path: str) -> set[str]:

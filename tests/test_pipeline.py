@@ -5,108 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from click.testing import CliRunner
-from flask.testing import FlaskClient
-from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook
-from werkzeug import Request, Response
 
 from relay.cli import main
-from relay.config.kinds import source_kinds
-from relay.config.models import SourceConfig
-from relay.intake.sources.standard_webhooks import StandardWebhooksSource
 from relay.state import keys
-from tests.conftest import TEST_SECRET, ops_config, wait_for
-
-
-class Sink:
-    """A loopback HTTP sink that answers from a script of statuses and records arrivals."""
-
-    def __init__(self, server: HTTPServer, script: list[tuple[int, dict[str, str]]]) -> None:
-        self.server = server
-        self.script = list(script)
-        self.arrivals: list[tuple[float, Request]] = []
-        self.lock = threading.Lock()
-        server.expect_request("/in", method="POST").respond_with_handler(self.handle)
-
-    def handle(self, request: Request) -> Response:
-        with self.lock:
-            self.arrivals.append((time.time(), request))
-            status, headers = self.script.pop(0) if self.script else (200, {})
-        return Response("ok" if status < 300 else "nope", status=status, headers=headers)
-
-    @property
-    def url(self) -> str:
-        return self.server.url_for("/in")
-
-    def ids(self) -> list[str]:
-        return [r.headers["webhook-id"] for _, r in self.arrivals]
-
-
-def signed_post(client: FlaskClient, body: dict[str, Any], msg_id: str | None = None) -> Any:
-    source = source_kinds()["standard_webhooks"](
-        SourceConfig(
-            id="ops",
-            kind="standard_webhooks",
-            options=StandardWebhooksSource.Options(secrets=[TEST_SECRET]),
-        )
-    )
-    sample = source.sample(json.dumps(body).encode())
-    headers = dict(sample.headers)
-    if msg_id is not None:  # re-sign under a fixed id, as a sender's resend would be
-        from relay import signing
-
-        headers["webhook-id"] = msg_id
-        headers["webhook-signature"] = signing.sign_header(
-            [signing.decode_secret(TEST_SECRET)], msg_id, headers["webhook-timestamp"], sample.body
-        )
-    return client.post("/hooks/ops", data=sample.body, headers=headers)
-
-
-EVENT = {
-    "type": "message.created",
-    "data": {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"},
-}
-
-
-@pytest.fixture
-def pipeline(
-    write_config: Callable[..., Path],
-    client_for: Callable[[Path], FlaskClient],
-    relay_processes: Callable[..., Any],
-    httpserver: HTTPServer,
-) -> Callable[..., Any]:
-    def start(
-        script: list[tuple[int, dict[str, str]]] | None = None,
-        *,
-        retry: dict[str, Any] | None = None,
-        **env: str,
-    ) -> tuple[FlaskClient, Sink, Any]:
-        sink = Sink(httpserver, script or [])
-        config = ops_config(sink.url, retry=retry or {"max_attempts": 5, "backoff_base": "0.2s"})
-        path = write_config(config)
-        procs = relay_processes(path, **env)
-        return client_for(path), sink, procs
-
-    return start
-
-
-def delivery_of(redis_client: redis.Redis, event_id: str) -> str:
-    ids = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)))
-    return next(iter(ids)).decode()
-
-
-def status_of(redis_client: redis.Redis, delivery_id: str) -> str | None:
-    value = redis_client.hget(keys.delivery(delivery_id), "status")
-    return value.decode() if value else None
+from tests.conftest import TEST_SECRET, wait_for
+from tests.pipeline_support import EVENT, delivery_of, signed_post, status_of
 
 
 def test_happy_path_delivers_a_signed_event_once(pipeline: Any, redis_client: redis.Redis) -> None:

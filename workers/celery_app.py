@@ -1,8 +1,8 @@
 """The Celery app: ``celery -A workers.celery_app worker -P gevent``.
 
-Delivery semantics live in this configuration (DESIGN §2): late acks, reject on
-worker loss, prefetch 1, no result backend, and a visibility timeout longer than any
-task may run. Settings are read from ``RELAY_*`` when this entry module is imported.
+The delivery semantics the README promises live in this configuration: late acks,
+reject on worker loss, prefetch 1, no result backend, and a visibility timeout longer
+than any task may run. Settings are read from ``RELAY_*`` when this entry module is imported.
 """
 
 from __future__ import annotations

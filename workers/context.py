@@ -9,10 +9,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.config.kinds import build_targets
-from relay.config.models import RelayConfig, TargetConfig, load_config
+from relay.config.kinds import build_targets, effective_rates
+from relay.config.loader import load_config
+from relay.config.models import RelayConfig
 from relay.config.people import People
-from relay.config.rates import Rate, parse_rates
+from relay.config.rates import Rate
 from relay.settings import Settings
 from relay.state.connection import redis_client
 from relay.state.deliveries import Store
@@ -41,17 +42,15 @@ class WorkerContext:
         self.targets: dict[str, Target] = build_targets(self.config)
         self.gate = TargetGate(client)
         self.rates = {
-            target_id: target_rates(self.config.targets[target_id], adapter)
-            for target_id, adapter in self.targets.items()
+            target_id: effective_rates(config, _kind_rates(self.targets[target_id]))[0]
+            for target_id, config in self.config.targets.items()
         }
         self.people = People(self.config.people)
 
 
-def target_rates(config: TargetConfig, adapter: Any) -> list[Rate]:
-    """The configured rates, else the kind's platform defaults."""
-    if config.rate_limit is not None:
-        return list(config.rate_limit)
-    return parse_rates(getattr(adapter, "default_rate_limits", ()))
+def _kind_rates(adapter: Any) -> tuple[str, ...]:
+    """The kind's platform limits; a plugin adapter may not declare any."""
+    return tuple(getattr(adapter, "default_rate_limits", ()))
 
 
 _lock = threading.Lock()

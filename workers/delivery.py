@@ -31,6 +31,7 @@ from relay.redact import redact
 from relay.state import keys
 from relay.state.deliveries import Begun
 from relay.state.gate import Admission, admission, breaker_state
+from relay.state.lifecycle import AttemptOutcome, ClaimVerdict, DeliveryRecord, DeliveryStatus
 from relay.state.lua import ScriptCall, run_together
 from workers.concurrency import run_side_by_side
 from workers.context import WorkerContext
@@ -41,7 +42,9 @@ log = structlog.get_logger("relay.delivery")
 LOCK_MARGIN = 5.0  # the task is killed at its time limit; the lock outlives it a little
 
 
-def _attempt(n: int, started: float, elapsed: float, outcome: str, **extra: Any) -> dict[str, Any]:
+def _attempt(
+    n: int, started: float, elapsed: float, outcome: AttemptOutcome, **extra: Any
+) -> dict[str, Any]:
     record = {
         "n": n,
         "started_at": round(started, 6),
@@ -60,30 +63,31 @@ def _dead(
     reason: str,
     event_json: str,
     *,
+    token: str,
     breaker: tuple[TargetConfig, ScriptCall] | None = None,
 ) -> str:
     """Dead-letter the delivery, keeping the last attempt (if any) and the event; the
     attempt's ``breaker`` record goes in the same round trip."""
     also = [breaker[1]] if breaker else []
-    answers = ctx.store.finish_dead(delivery_id, record, reason, event_json, also=also)
+    answers = ctx.store.finish_dead(delivery_id, record, reason, event_json, token=token, also=also)
     if breaker:
         _log_breaker(bound, breaker[0], answers)
     bound.warning("deliver.dead", reason=reason, error=(record or {}).get("error"))
-    return "dead"
+    return AttemptOutcome.DEAD
 
 
 def _context(
     ctx: WorkerContext,
-    delivery: dict[str, str],
+    delivery: DeliveryRecord,
     delivery_id: str,
     attempt: int,
     event_json: str,
     target: TargetConfig,
 ) -> DeliveryContext:
     routes = ctx.config.routes
-    route_index = int(delivery.get("route") or -1)
+    route_index = -1 if delivery.route is None else delivery.route
     route_template = routes[route_index].template if 0 <= route_index < len(routes) else None
-    source = ctx.config.sources.get(delivery.get("source", ""))
+    source = ctx.config.sources.get(delivery.source or "")
     return DeliveryContext(
         delivery_id=delivery_id,
         attempt=attempt,
@@ -97,11 +101,19 @@ def _context(
 
 
 def _wait(
-    ctx: WorkerContext, bound: Any, delivery_id: str, admission: Admission, attempts: int
+    ctx: WorkerContext,
+    bound: Any,
+    delivery_id: str,
+    admission: Admission,
+    attempts: int,
+    *,
+    token: str,
 ) -> str:
     """Park a delivery the target cannot take now; the attempt is not spent."""
     wait = admission.wait + random.uniform(0, min(1.0, admission.wait * 0.1))
-    ctx.store.park(delivery_id, time.time() + wait, admission.reason, attempts=attempts)
+    ctx.store.park(
+        delivery_id, time.time() + wait, admission.reason, attempts=attempts, token=token
+    )
     bound.info("deliver.wait", reason=admission.reason, in_seconds=round(wait, 3))
     return "waiting"
 
@@ -184,7 +196,9 @@ def run_deliveries(ctx: WorkerContext, delivery_ids: Sequence[str]) -> list[str]
         if verdict.admitted:
             admitted.append((n, c))
         else:
-            outcomes[n] = _wait(ctx, c.bound, c.delivery_id, verdict, c.begun.attempt - 1)
+            outcomes[n] = _wait(
+                ctx, c.bound, c.delivery_id, verdict, c.begun.attempt - 1, token=c.begun.token
+            )
     sent = run_side_by_side(lambda item: _send(ctx, item[1]), admitted)
     for (n, _), outcome in zip(admitted, sent, strict=True):
         outcomes[n] = outcome
@@ -194,42 +208,42 @@ def run_deliveries(ctx: WorkerContext, delivery_ids: Sequence[str]) -> list[str]
 def _claim(ctx: WorkerContext, delivery_id: str, begun: Begun) -> _Claimed | str:
     """The claimed delivery if it is to be sent, else what happened to it instead."""
     store = ctx.store
-    if begun.verdict == "missing":
+    if begun.verdict is ClaimVerdict.MISSING:
         store.redis.zrem(keys.INFLIGHT, f"deliver:{delivery_id}")
-    if begun.verdict != "run":
+    if begun.verdict is not ClaimVerdict.RUN:
         log.info("deliver.skipped", delivery_id=delivery_id, reason=begun.verdict)
         return begun.verdict
     delivery = begun.delivery
     bound = log.bind(
         delivery_id=delivery_id,
-        event_id=delivery.get("event_id"),
-        target=delivery.get("target"),
+        event_id=delivery.event_id,
+        target=delivery.target,
         attempt=begun.attempt,
     )
     event_json = begun.event_json
-    if begun.previous_status == "running":
+    if begun.previous_status is DeliveryStatus.RUNNING:
         store.add_attempt(
             delivery_id,
             _attempt(
                 begun.attempt - 1,
-                float(delivery.get("updated_at") or 0),
+                delivery.updated_at or 0.0,
                 0,
-                "lost",
+                AttemptOutcome.LOST,
                 error="the worker stopped during this attempt",
             ),
         )
-    target_config = ctx.config.targets.get(delivery.get("target", ""))
+    target_config = ctx.config.targets.get(delivery.target or "")
     if target_config is None or event_json is None:
         reason = (
             "target is no longer configured"
             if target_config is None
             else "the event record expired before delivery"
         )
-        return _dead(ctx, bound, delivery_id, None, reason, event_json or "null")
+        return _dead(ctx, bound, delivery_id, None, reason, event_json or "null", token=begun.token)
     policy = target_config.retry
     if begun.attempt_since_replay > policy.max_attempts:
         reason = f"gave up after {policy.max_attempts} attempts"
-        return _dead(ctx, bound, delivery_id, None, reason, event_json)
+        return _dead(ctx, bound, delivery_id, None, reason, event_json, token=begun.token)
 
     return _Claimed(delivery_id, begun, target_config, event_json, bound)
 
@@ -257,16 +271,18 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             begun.attempt,
             started,
             elapsed,
-            "delivered",
+            AttemptOutcome.DELIVERED,
             status=result.status,
             response=redact(result.excerpt, ctx.config.secrets),
         )
         breaker = _breaker(ctx, bound, target_config, delivery_id, None)
         _log_breaker(
-            bound, target_config, store.finish_delivered(delivery_id, record, also=[breaker])
+            bound,
+            target_config,
+            store.finish_delivered(delivery_id, record, token=begun.token, also=[breaker]),
         )
         bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
-        return "delivered"
+        return AttemptOutcome.DELIVERED
 
     breaker = _breaker(ctx, bound, target_config, delivery_id, failure)
     retry_after = getattr(failure, "retry_after", None)
@@ -274,7 +290,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
         begun.attempt,
         started,
         time.perf_counter() - t0,
-        "retry",
+        AttemptOutcome.RETRY,
         status=failure.status,
         retry_after=retry_after,
         response=redact(failure.excerpt, ctx.config.secrets),
@@ -289,7 +305,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             policy,
             now=time.time(),
             retry_after=retry_after,
-            window_start=float(delivery.get("window_start") or started),
+            window_start=started if delivery.window_start is None else delivery.window_start,
         )
         reason = (
             f"retries exhausted after {begun.attempt_since_replay} attempts"
@@ -297,10 +313,18 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             else f"max_age {policy.max_age:g}s reached"
         )
     if due is None:
-        record["outcome"] = "failed"
+        record["outcome"] = AttemptOutcome.FAILED
         return _dead(
-            ctx, bound, delivery_id, record, reason, event_json, breaker=(target_config, breaker)
+            ctx,
+            bound,
+            delivery_id,
+            record,
+            reason,
+            event_json,
+            token=begun.token,
+            breaker=(target_config, breaker),
         )
-    _log_breaker(bound, target_config, store.finish_retry(delivery_id, record, due, also=[breaker]))
+    retried = store.finish_retry(delivery_id, record, due, token=begun.token, also=[breaker])
+    _log_breaker(bound, target_config, retried)
     bound.info("deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error"))
-    return "retry"
+    return AttemptOutcome.RETRY

@@ -8,6 +8,7 @@ import structlog
 
 from relay.events import GroupEvent
 from relay.state import keys
+from relay.state.lifecycle import DeliveryRecord
 from workers.context import WorkerContext
 from workers.routing import delivery_id as make_delivery_id
 from workers.routing import route_matches
@@ -23,28 +24,24 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
         log.warning("fanout.missing_event", event_id=event_id)
         return 0
     event = GroupEvent.model_validate(record["event"])
-    now = f"{time.time():.6f}"
-    batch: list[tuple[dict[str, str | int], str]] = []
+    now = time.time()
+    batch: list[tuple[dict[str, str], str]] = []
     for index, route in ctx.config.routes_for(event.source):
         if not route_matches(route.when, event):
             continue
         for target_id in route.targets:
             target = ctx.targets[target_id]
             queue = keys.deliver_queue(target.family)
-            fields: dict[str, str | int] = {
-                "id": make_delivery_id(event_id, index, target_id),
-                "event_id": event_id,
-                "source": event.source,
-                "target": target_id,
-                "route": index,
-                "queue": queue,
-                "status": "queued",
-                "attempts": 0,
-                "created_at": now,
-                "window_start": now,
-                "updated_at": now,
-            }
-            batch.append((fields, queue))
+            delivery = DeliveryRecord.new(
+                id=make_delivery_id(event_id, index, target_id),
+                event_id=event_id,
+                source=event.source,
+                target=target_id,
+                route=index,
+                queue=queue,
+                now=now,
+            )
+            batch.append((delivery.to_fields(), queue))
     created = ctx.outbox.fan_out(event_id, batch)
     log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
     return len(batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from relay.backoff import full_jitter
 from relay.config.models import RetryPolicy
 
 
@@ -15,11 +16,13 @@ def retry_delay(
     rng: random.Random | None = None,
 ) -> float:
     """Full jitter: uniform in [0, min(cap, base·2^(attempt-1))], never below ``retry_after``."""
-    ceiling = min(policy.backoff_cap, policy.backoff_base * 2.0 ** min(attempt - 1, 60))
-    delay = (rng or random).uniform(0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    return full_jitter(
+        attempt,
+        base=policy.backoff_base,
+        cap=policy.backoff_cap,
+        floor=retry_after,
+        rng=rng,
+    )
 
 
 def next_attempt_at(

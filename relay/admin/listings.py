@@ -1,10 +1,15 @@
-"""Reading the relay's records for the operations layer (``relay.admin.ops``).
+"""Listing the relay's records for the operations layer (``relay.admin.ops``).
 
 Events newest first with filters, one event with its deliveries and attempts,
 deliveries and dead letters with filters, all paged by cursor (``relay.admin.query``)
 and shown with secrets redacted (``relay.admin.views``). A page examines at most
 ``SCAN_BUDGET`` records, so a filter that matches little still answers quickly: such a
 page may hold fewer items than asked for and still carry a cursor.
+
+Every Redis read goes through ``relay.state.records.Records`` (the runtime's store),
+the one reader of each structure; this module filters, pages and shapes. The text
+search matches the redacted text, so a search cannot probe for a secret: that is why
+filtering stays here, beside the redaction, and not in ``relay.state``.
 """
 
 from __future__ import annotations
@@ -25,12 +30,9 @@ from relay.admin.query import (
 from relay.admin.views import Redactor, attempt_view, delivery_view, event_summary
 from relay.context import WebContext
 from relay.state import keys
+from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
 
 SCAN_BUDGET = 5000  # records examined for one page
-
-
-def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
 
 
 def _loads(text: str | None) -> Any:
@@ -40,27 +42,23 @@ def _loads(text: str | None) -> Any:
         return None
 
 
-class Records:
-    """Read-only views of events, deliveries, attempts and dead letters."""
+class Listings:
+    """Paged, filtered and redacted views of events, deliveries, attempts and dead letters."""
 
     def __init__(self, runtime: WebContext) -> None:
         self.runtime = runtime
-        self.redis = runtime.redis
         self.store = runtime.store
         self.redactor = Redactor(runtime.config.secrets)
 
     def events(self, f: EventFilter, *, limit: int = 50, cursor: Cursor | None = None) -> Page:
         """Events newest first by time received."""
-        walk = Walk(self.redis, keys.EVENTS, cursor, until=f.until, since=f.since)
+        walk = Walk(self.store, keys.EVENTS, cursor, until=f.until, since=f.since)
         items: list[dict[str, Any]] = []
         last: Cursor | None = None
         for batch in walk.batches():
-            pipe = self.redis.pipeline(transaction=False)
-            for member, _ in batch:
-                pipe.hgetall(keys.event(member.decode()))
-            for (member, score), raw in zip(batch, pipe.execute(), strict=True):
+            found = self.store.event_fields([member.decode() for member, _ in batch])
+            for (member, score), record in zip(batch, found, strict=True):
                 last = Cursor(score, member)
-                record = _decode(raw)
                 event = _loads(record.get("data"))
                 if not isinstance(event, dict) or not self._event_matches(f, event, record):
                     continue
@@ -88,7 +86,7 @@ class Records:
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         """One event, each of its deliveries and every attempt of each."""
-        record = _decode(self.redis.hgetall(keys.event(event_id)))
+        [record] = self.store.event_fields([event_id])
         event = _loads(record.get("data"))
         if not isinstance(event, dict):
             return None
@@ -111,32 +109,23 @@ class Records:
         last: Cursor | None = None
         examined = 0
         for batch in self._event_positions(f, cursor):
-            pipe = self.redis.pipeline(transaction=False)
-            for member, _ in batch:
-                pipe.smembers(keys.event_deliveries(member.decode()))
+            found = self.store.delivery_ids_of([member.decode() for member, _ in batch])
             rows: list[tuple[bytes, float, bytes | None]] = []
-            for (member, score), found in zip(batch, pipe.execute(), strict=True):
-                ids = sorted(found)
+            for (member, score), ids in zip(batch, found, strict=True):
                 if cursor is not None and cursor.sub is not None and cursor.at(score, member):
                     ids = [i for i in ids if i > cursor.sub]
                 rows += [(member, score, i) for i in ids] or [(member, score, None)]
-            pipe = self.redis.pipeline(transaction=False)
-            for _, _, delivery_id in rows:
-                if delivery_id is not None:
-                    pipe.hgetall(keys.delivery(delivery_id.decode()))
-            records = iter(pipe.execute())
+            records = iter(self.store.deliveries([i.decode() for _, _, i in rows if i is not None]))
             for member, score, delivery_id in rows:
                 last = Cursor(score, member, delivery_id)
                 if delivery_id is None:
                     continue
-                d = _decode(next(records))
+                d = next(records)
                 if (
-                    d
-                    and all(
-                        value is None or d.get(name) == value
-                        for name, value in (("source", f.source), ("target", f.target))
-                    )
-                    and (f.status is None or d.get("status") == f.status)
+                    d is not None
+                    and (f.source is None or d.source == f.source)
+                    and (f.target is None or d.target == f.target)
+                    and (f.status is None or d.status == f.status)
                 ):
                     items.append(delivery_view(d, self.redactor))
                     if len(items) >= limit:
@@ -152,33 +141,30 @@ class Records:
         """Events (id, received time) whose deliveries come after the cursor, newest first;
         a cursor that stopped inside an event yields that event again first."""
         if f.event_id is not None:
-            member, score = f.event_id.encode(), self.redis.zscore(keys.EVENTS, f.event_id)
-            if score is not None and in_range(float(score), f.since, f.until):
-                if cursor is None or cursor.admits(float(score), member):
-                    yield [(member, float(score))]
+            member, score = f.event_id.encode(), self.store.received_at(f.event_id)
+            if score is not None and in_range(score, f.since, f.until):
+                if cursor is None or cursor.admits(score, member):
+                    yield [(member, score)]
             return
         if cursor is not None and cursor.sub is not None:
-            score = self.redis.zscore(keys.EVENTS, cursor.member)
-            if score is not None and cursor.at(float(score), cursor.member):
+            score = self.store.received_at(cursor.member)
+            if score is not None and cursor.at(score, cursor.member):
                 yield [(cursor.member, cursor.score)]
-        yield from Walk(self.redis, keys.EVENTS, cursor, until=f.until, since=f.since).batches()
+        yield from Walk(self.store, keys.EVENTS, cursor, until=f.until, since=f.since).batches()
 
     def delivery(self, delivery_id: str, *, with_event: bool = True) -> dict[str, Any] | None:
         """One delivery with every attempt (and the event, from its record or the copy a
         dead letter keeps)."""
-        d = _decode(self.redis.hgetall(keys.delivery(delivery_id)))
-        if not d:
+        d = self.store.delivery(delivery_id)
+        if d is None:
             return None
         view = delivery_view(d, self.redactor)
-        kind = self._target_kind(d.get("target", ""))
-        raw = self.redis.lrange(keys.attempts(delivery_id), 0, -1)
-        found = [_loads(a.decode(errors="replace")) for a in raw]
+        kind = self._target_kind(d.target or "")
         view["attempts_log"] = [
-            attempt_view(a, d, kind, self.redactor) for a in found if isinstance(a, dict)
+            attempt_view(a, d, kind, self.redactor) for a in self.store.attempts(delivery_id)
         ]
         if with_event:
-            data = self.redis.hget(keys.event(d.get("event_id", "")), "data")
-            event = _loads(data.decode(errors="replace") if data else d.get("event"))
+            event = _loads(self.store.event_data(d.event_id or "") or d.event)
             view["event"] = self.redactor.deep(event) if isinstance(event, dict) else None
         return view
 
@@ -187,20 +173,20 @@ class Records:
         return target.kind if target else None
 
     # dead letters ---------------------------------------------------------------------
-    def _dead(self, f: DeadLetterFilter, cursor: Cursor | None) -> Iterator[tuple[Cursor, Any]]:
+    def _dead(
+        self, f: DeadLetterFilter, cursor: Cursor | None
+    ) -> Iterator[tuple[Cursor, DeliveryRecord | None]]:
         """(position, delivery record or None) newest first; None marks a skipped one."""
-        walk = Walk(self.redis, keys.DLQ, cursor, until=f.until, since=f.since)
+        walk = Walk(self.store, keys.DLQ, cursor, until=f.until, since=f.since)
         for batch in walk.batches():
-            pipe = self.redis.pipeline(transaction=False)
-            for member, _ in batch:
-                pipe.hgetall(keys.delivery(member.decode()))
-            for (member, score), raw in zip(batch, pipe.execute(), strict=True):
-                d = _decode(raw)
+            found = self.store.deliveries([member.decode() for member, _ in batch])
+            for (member, score), d in zip(batch, found, strict=True):
                 keep = (
-                    d.get("status") == "dead"
-                    and (f.source is None or d.get("source") == f.source)
-                    and (f.target is None or d.get("target") == f.target)
-                    and (f.q is None or self._text_has(_loads(d.get("event")), f.q))
+                    d is not None
+                    and d.status is DeliveryStatus.DEAD
+                    and (f.source is None or d.source == f.source)
+                    and (f.target is None or d.target == f.target)
+                    and (f.q is None or self._text_has(_loads(d.event), f.q))
                 )
                 yield Cursor(score, member), (d if keep else None)
 

@@ -3,9 +3,9 @@
 Reads events, deliveries, attempts, dead letters, queues, targets and sources;
 replays and purges dead letters; pauses and resumes targets. Every value shown has the
 configured secrets redacted (``relay.redact``), and every state change is written to
-the audit log with who (key id), from where, and the outcome. Reading records is
-``relay.admin.listings``; their shapes ``relay.admin.views``; filters, cursors and times
-``relay.admin.query``.
+the audit log with who (key id), from where, and the outcome. Listing records is
+``relay.admin.listings`` (reading them, ``relay.state.records``); their shapes
+``relay.admin.views``; filters, cursors and times ``relay.admin.query``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from relay.admin.listings import Records
+from relay.admin.listings import Listings
 from relay.admin.query import DeadLetterFilter, Page
-from relay.admin.views import target_rates
+from relay.config.kinds import effective_rates
 from relay.context import WebContext
 from relay.state import keys
 from relay.state.audit import AuditLog
 from relay.state.gate import TargetGate
+from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
 from relay.state.stats import Stats
 
 WINDOWS = {"5m": 300, "1h": 3600}  # the recent windows of each target's rates and latency
@@ -33,7 +34,7 @@ class Actor:
     remote_addr: str | None = None
 
 
-class Ops(Records):
+class Ops(Listings):
     """Everything the API and the dashboard read and do; state changes are audited."""
 
     def __init__(self, runtime: WebContext) -> None:
@@ -46,13 +47,13 @@ class Ops(Records):
     def replay(self, delivery_id: str, actor: Actor) -> bool:
         """Send one dead letter again under its delivery id; false if it is not dead."""
         d = self.store.delivery(delivery_id)
-        ok = bool(d and d.get("status") == "dead" and self._requeue(delivery_id, d))
+        ok = d is not None and d.status is DeliveryStatus.DEAD and self._requeue(delivery_id, d)
         self._audit("replay", actor, delivery_id, ok, "" if ok else "not in the dead-letter queue")
         return ok
 
-    def _requeue(self, delivery_id: str, d: dict[str, str]) -> bool:
+    def _requeue(self, delivery_id: str, d: DeliveryRecord) -> bool:
         """``Outbox.replay`` onto the delivery's own queue (one the relay knows)."""
-        queue = d.get("queue", "")
+        queue = d.queue or ""
         return queue in keys.ALL_QUEUES and self.runtime.outbox.replay(delivery_id, queue)
 
     def purge(self, delivery_id: str, actor: Actor) -> bool:
@@ -94,7 +95,7 @@ class Ops(Records):
 
     def _target(self, target_id: str, totals: dict[str, dict[str, Any]]) -> dict[str, Any]:
         config = self.runtime.config.targets[target_id]
-        rates, origin = target_rates(config)
+        rates, origin = effective_rates(config)
         total = totals.get(target_id) or {}
         latency = total.get("latency") or {}
         return {

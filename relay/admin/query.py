@@ -12,9 +12,10 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-import redis
+from relay.state.records import Records
 
 CURSOR_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,9})?(-([0-9a-f]{2}){0,256}){1,2}$"
 MAX_TIME = 1e11  # Unix seconds, year 5138: beyond it is a typo
@@ -22,11 +23,8 @@ BATCH = 200
 
 _CURSOR = re.compile(CURSOR_PATTERN)
 _NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
-_ISO = re.compile(
-    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
-    r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(\.[0-9]+)?)?"
-    r"([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?$"
-)
+# The seconds field of a time of day, when it is 60 (RFC 3339 allows it at a leap second).
+_LEAP_SECOND = re.compile(r"(?<=[T ][0-9]{2}:[0-9]{2}:)60(?=[.,Z+-]|$)")
 
 
 @dataclass(frozen=True)
@@ -73,48 +71,29 @@ class Page:
         return {"items": self.items, "next_cursor": self.next_cursor}
 
 
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (any year, unlike datetime)."""
-    year -= month <= 2
-    era = year // 400
-    yoe = year - era * 400
-    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def _month_days(year: int, month: int) -> int:
-    if month == 2:
-        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
 def parse_time(text: str) -> float:
     """Unix seconds (``1718000000``, ``1718000000.5``) or ISO 8601 / RFC 3339
-    (``2024-06-10``, ``2024-06-10T08:00:00Z``, ``...+02:00``; no offset means UTC)."""
+    (``2024-06-10``, ``2024-06-10T08:00:00Z``, ``...+02:00``; no offset means UTC).
+
+    ``datetime.fromisoformat`` reads the ISO forms; around it this accepts what RFC 3339
+    allows and it does not: a lower-case ``t``/``z`` and a leap second ``:60`` (read as
+    the second after). Only ASCII is upper-cased: ``str.upper`` makes letters of others.
+    """
+    if not text.isascii():
+        raise ValueError(f"{text!r} is neither Unix seconds nor an ISO 8601 time")
     if _NUMBER.fullmatch(text):
         value = float(text)
         if not math.isfinite(value) or value > MAX_TIME:
             raise ValueError(f"{text!r} is out of range for Unix seconds")
         return value
-    match = _ISO.fullmatch(text)
-    if not match:
-        raise ValueError(f"{text!r} is neither Unix seconds nor an ISO 8601 time")
-    year, month, day, hour, minute, second = (int(g or 0) for g in match.groups()[:6])
-    fraction, offset = match.group(7), match.group(8)
-    if not 1 <= month <= 12 or not 1 <= day <= _month_days(year, month):
-        raise ValueError(f"{text!r} is not a calendar date")
-    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
-        raise ValueError(f"{text!r} is not a time of day")
-    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
-    if offset and offset not in "Zz":
-        sign = -1 if offset[0] == "-" else 1
-        digits = offset[1:].replace(":", "")
-        off_h, off_m = int(digits[:2]), int(digits[2:] or 0)
-        if off_h > 23 or off_m > 59:
-            raise ValueError(f"{text!r} has an invalid UTC offset")
-        seconds -= sign * (off_h * 3600 + off_m * 60)
-    return seconds + (float(fraction) if fraction else 0.0)
+    iso, leap = _LEAP_SECOND.subn("59", text.upper())
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is neither Unix seconds nor an ISO 8601 time ({exc})") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() + leap
 
 
 @dataclass(frozen=True)
@@ -166,9 +145,10 @@ def in_range(value: float, since: float | None, until: float | None) -> bool:
 @dataclass
 class Walk:
     """Newest-first iteration over a sorted set, starting after ``cursor``, with the
-    position of the last member examined (for the next page's cursor)."""
+    position of the last member examined (for the next page's cursor); ``records``
+    does the reading."""
 
-    client: redis.Redis
+    records: Records
     key: str
     cursor: Cursor | None = None
     until: float | None = None
@@ -184,13 +164,8 @@ class Walk:
         low = "-inf" if self.since is None else repr(self.since)
         offset = 0
         while True:
-            batch = self.client.zrevrangebyscore(
-                self.key,
-                "+inf" if high == math.inf else repr(high),
-                low,
-                start=offset,
-                num=BATCH,
-                withscores=True,
+            batch = self.records.newest_first(
+                self.key, "+inf" if high == math.inf else repr(high), low, start=offset, num=BATCH
             )
             if not batch:
                 return

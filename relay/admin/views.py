@@ -10,30 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from relay.config.models import TargetConfig
-from relay.config.rates import Rate, parse_rates
 from relay.redact import redact
+from relay.state.lifecycle import PUBLIC_FIELDS, DeliveryRecord, Kind, integer, number
 
 TEXT_PREVIEW = 500  # characters of an event's text in a listing
 RESPONSE_CAP = 2048  # characters of a target's answer shown per attempt
 
+
 # The target kinds' own default rate limits (``default_rate_limits`` of the adapters in
 # ``workers.targets``), so the web process can show a target's rate windows without
 # loading target code; tests/api/test_targets.py checks this table against the adapters.
-KIND_DEFAULT_RATES: dict[str, tuple[str, ...]] = {
-    "dingtalk_robot": ("20/min",),
-    "dingtalk_app": ("20/min",),
-    "wecom_bot": ("20/min",),
-    "feishu_bot": ("100/min", "5/s"),
-    "slack": ("1/s",),
-    "telegram": ("20/min", "1/s"),
-    "webhook": (),
-    "file": (),
-    "email": (),
-    "apprise": (),
-}
-
-
 class Redactor:
     """Replaces every configured secret (and URL passwords, token-like query values)."""
 
@@ -51,19 +37,6 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.deep(v) for v in value]
         return value
-
-
-def number(value: Any) -> float | None:
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if result == result and abs(result) != float("inf") else None
-
-
-def integer(value: Any) -> int | None:
-    result = number(value)
-    return int(result) if result is not None else None
 
 
 def _text(value: Any, redactor: Redactor, cap: int | None = None) -> str | None:
@@ -99,35 +72,36 @@ def event_summary(
     }
 
 
-def delivery_view(d: dict[str, str], redactor: Redactor) -> dict[str, Any]:
-    """A delivery record (without the event copy a dead letter keeps)."""
-    times = ("created_at", "updated_at", "next_at", "delivered_at", "dead_at", "replayed_at")
-    return {
-        "id": d.get("id", ""),
-        "event_id": d.get("event_id", ""),
-        "source": d.get("source", ""),
-        "target": d.get("target", ""),
-        "route": integer(d.get("route")),
-        "queue": d.get("queue", ""),
-        "status": d.get("status", "unknown"),
-        "attempts": integer(d.get("attempts")) or 0,
-        "replays": integer(d.get("replays")) or 0,
-        **{name: number(d.get(name)) for name in times},
-        "waiting": d.get("waiting") or None,
-        "last_error": _text(d.get("last_error"), redactor),
-        "dead_reason": _text(d.get("dead_reason"), redactor),
-    }
+def _shown(kind: Kind, value: Any, redactor: Redactor) -> Any:
+    """One public field of a delivery as the API shows it (``relay.api.models.Delivery``
+    has the same types): names and counts are never null, text is redacted."""
+    if kind is Kind.NAME:
+        return value or ""
+    if kind is Kind.COUNT:
+        return value or 0
+    if kind is Kind.STATUS:
+        return str(value) if value is not None else "unknown"
+    if kind is Kind.TEXT:
+        return _text(value, redactor)
+    if kind is Kind.REASON:
+        return value or None
+    return value  # INDEX, TIME: a number or null
+
+
+def delivery_view(d: DeliveryRecord, redactor: Redactor) -> dict[str, Any]:
+    """A delivery record's public fields (not the event copy a dead letter keeps)."""
+    return {name: _shown(kind, getattr(d, name), redactor) for name, kind, _ in PUBLIC_FIELDS}
 
 
 def attempt_view(
-    attempt: dict[str, Any], d: dict[str, str], kind: str | None, redactor: Redactor
+    attempt: dict[str, Any], d: DeliveryRecord, kind: str | None, redactor: Redactor
 ) -> dict[str, Any]:
     """One attempt: outcome, HTTP status, duration, what was sent (a summary) and a
     capped excerpt of the answer."""
     request: dict[str, Any] = {
-        "target": d.get("target", ""),
+        "target": d.target or "",
         "kind": kind,
-        "idempotency_key": d.get("id", ""),
+        "idempotency_key": d.id or "",
     }
     if isinstance(attempt.get("request"), dict):
         request.update(redactor.deep(attempt["request"]))
@@ -142,14 +116,3 @@ def attempt_view(
         "response": _text(attempt.get("response"), redactor, RESPONSE_CAP),
         "request": request,
     }
-
-
-def target_rates(config: TargetConfig) -> tuple[list[Rate], str]:
-    """The rates the workers enforce for a target, and where they come from:
-    ``config`` (its ``rate_limit``), ``kind`` (the kind's default) or ``unknown`` (a
-    kind from a plugin, whose default the web process does not load)."""
-    if config.rate_limit is not None:
-        return list(config.rate_limit), "config"
-    if config.kind in KIND_DEFAULT_RATES:
-        return parse_rates(KIND_DEFAULT_RATES[config.kind]), "kind"
-    return [], "unknown"

@@ -7,11 +7,12 @@ document. The views return what ``relay.admin.ops`` builds; these models name it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from relay.events import GroupEvent
+from relay.state.lifecycle import PUBLIC_FIELDS, Kind
 
 
 class _Model(BaseModel):
@@ -66,25 +67,31 @@ class Attempt(_Model):
     request: AttemptRequest
 
 
-class Delivery(_Model):
-    id: str
-    event_id: str
-    source: str
-    target: str
-    route: int | None
-    queue: str
-    status: str = Field(description="`queued`, `running`, `scheduled`, `delivered` or `dead`.")
-    attempts: int = Field(description="Attempts made, counted across replays.")
-    replays: int
-    created_at: float | None
-    updated_at: float | None
-    next_at: float | None
-    delivered_at: float | None
-    dead_at: float | None
-    replayed_at: float | None
-    waiting: str | None = Field(description="Why a scheduled delivery waits (`paused`, ...).")
-    last_error: str | None
-    dead_reason: str | None
+# How ``relay.admin.views.delivery_view`` shows each kind of record field.
+_SHOWN_AS: dict[Kind, Any] = {
+    Kind.NAME: str,
+    Kind.COUNT: int,
+    Kind.STATUS: str,
+    Kind.INDEX: int | None,
+    Kind.TIME: float | None,
+    Kind.REASON: str | None,
+    Kind.TEXT: str | None,
+}
+
+
+def _delivery_fields() -> type[_Model]:
+    """The public fields of ``relay.state.lifecycle.DeliveryRecord``, as the API shows them:
+    a field added to the record appears here and in the document by construction."""
+    shown: dict[str, Any] = {
+        name: (_SHOWN_AS[kind], Field(description=doc) if doc else ...)
+        for name, kind, doc in PUBLIC_FIELDS
+    }
+    return create_model("Delivery", __base__=_Model, **shown)
+
+
+# Not a module global, so ``schema_models`` names only the class below.
+class Delivery(_delivery_fields()):  # type: ignore[misc]
+    pass
 
 
 class DeliveryInEvent(Delivery):

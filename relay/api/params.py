@@ -16,6 +16,7 @@ from typing import Any
 
 from relay.admin.query import CURSOR_PATTERN, MAX_TIME, Cursor, parse_time
 from relay.events import EVENT_TYPES
+from relay.state.lifecycle import DeliveryStatus
 
 
 class ParamError(ValueError):
@@ -152,7 +153,7 @@ EVENT_FILTERS = (
     UNTIL,
     QUERY,
 )
-DELIVERY_STATUSES = ("queued", "running", "scheduled", "delivered", "dead")
+DELIVERY_STATUSES = tuple(status.value for status in DeliveryStatus)
 DELIVERY_FILTERS = (
     SOURCE,
     TARGET,

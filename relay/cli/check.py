@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from relay.config.kinds import build_targets
-from relay.config.models import load_config
+from relay.config.loader import load_config
 from relay.errors import ConfigError
 
 

@@ -14,6 +14,7 @@ import click
 from relay.cli.common import load_runtime
 from relay.config.units import parse_duration
 from relay.context import WebContext
+from relay.state.lifecycle import DeliveryStatus
 from relay.state.records import DeadLetter
 
 
@@ -61,10 +62,10 @@ def _select(
     if ids:
         for delivery_id in ids:
             delivery = runtime.store.delivery(delivery_id)
-            if delivery is None or delivery.get("status") != "dead":
+            if delivery is None or delivery.status is not DeliveryStatus.DEAD:
                 click.echo(f"{delivery_id}: not in the dead-letter queue", err=True)
                 continue
-            yield DeadLetter(delivery, float(delivery.get("dead_at", 0)))
+            yield DeadLetter(delivery, delivery.dead_at or 0.0)
         return
     yield from runtime.store.dead_letters(
         target=target, source=source, older_than=older_than, newer_than=newer_than
@@ -75,13 +76,13 @@ def _summary(letter: DeadLetter) -> dict[str, Any]:
     d = letter.delivery
     return {
         "id": letter.id,
-        "event_id": d.get("event_id"),
-        "source": d.get("source"),
-        "target": d.get("target"),
-        "attempts": int(d.get("attempts", 0)),
+        "event_id": d.event_id,
+        "source": d.source,
+        "target": d.target,
+        "attempts": d.attempts or 0,
         "dead_at": letter.dead_at,
-        "reason": d.get("dead_reason"),
-        "last_error": d.get("last_error"),
+        "reason": d.dead_reason,
+        "last_error": d.last_error,
     }
 
 
@@ -143,13 +144,13 @@ def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
     """Show one dead letter: its event, target and every attempt."""
     runtime = load_runtime(config)
     delivery = runtime.store.delivery(delivery_id)
-    if delivery is None or delivery.get("status") != "dead":
+    if delivery is None or delivery.status is not DeliveryStatus.DEAD:
         click.echo(f"{delivery_id}: not in the dead-letter queue", err=True)
         raise SystemExit(1)
-    letter = DeadLetter(delivery, float(delivery.get("dead_at", 0)))
+    letter = DeadLetter(delivery, delivery.dead_at or 0.0)
     detail = {
         **_summary(letter),
-        "event": json.loads(delivery.get("event") or "null"),
+        "event": json.loads(delivery.event or "null"),
         "attempts_log": runtime.store.attempts(delivery_id),
     }
     if as_json:
@@ -206,7 +207,9 @@ def replay(
     if dry_run:
         click.echo(f"would replay {_count(len(letters))}")
         return
-    replayed = sum(runtime.outbox.replay(letter.id, letter.delivery["queue"]) for letter in letters)
+    replayed = sum(
+        runtime.outbox.replay(letter.id, letter.delivery.queue or "") for letter in letters
+    )
     click.echo(f"replayed {_count(replayed)}")
     if ids and replayed < len(ids):
         raise SystemExit(1)

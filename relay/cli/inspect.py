@@ -81,7 +81,8 @@ def show(event_id: str, config: Path | None, as_json: bool) -> None:
         raise SystemExit(1)
     deliveries: list[dict[str, Any]] = []
     for delivery_id in runtime.store.event_delivery_ids(event_id):
-        delivery = runtime.store.delivery(delivery_id) or {}
+        found = runtime.store.delivery(delivery_id)
+        delivery: dict[str, Any] = found.to_fields() if found else {}
         delivery.pop("event", None)
         deliveries.append({**delivery, "attempts_log": runtime.store.attempts(delivery_id)})
     detail = {**record, "deliveries": deliveries}

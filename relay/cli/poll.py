@@ -16,7 +16,7 @@ import click
 import structlog
 
 from relay.cli.common import load_runtime
-from relay.intake.poller import Poller, PollError, PollInterrupted, Retry
+from relay.intake.poller import Poller, PollError, PollInterrupted, PollRetryLater
 from relay.logging import configure_logging
 
 
@@ -94,7 +94,7 @@ def _once(poller: Poller) -> None:
     except PollError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None
-    except Retry as retry:
+    except PollRetryLater as retry:
         resume = "the first unconfirmed update" if poller.offset is None else poller.offset
         click.echo(f"{retry.reason}; the next run resumes at offset {resume}", err=True)
         raise SystemExit(1) from None

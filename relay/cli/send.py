@@ -13,7 +13,7 @@ import click
 import requests
 
 from relay.config.kinds import source_kinds
-from relay.config.models import load_config
+from relay.config.loader import load_config
 from relay.errors import ConfigError
 
 TIMEOUT = 10.0

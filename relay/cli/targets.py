@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from relay.cli.common import load_runtime
-from relay.config.kinds import target_kinds
-from relay.config.rates import Rate, parse_rates
+from relay.config.kinds import effective_rates, target_kinds
+from relay.config.rates import Rate
 from relay.context import WebContext
 from relay.state.gate import TargetGate
 
@@ -20,10 +20,8 @@ _config = click.option("--config", type=click.Path(path_type=Path), help="Config
 
 def _rates(runtime: WebContext, target_id: str) -> list[Rate]:
     target = runtime.config.targets[target_id]
-    if target.rate_limit is not None:
-        return list(target.rate_limit)
     kind = target_kinds().get(target.kind)
-    return parse_rates(getattr(kind, "default_rate_limits", ()))
+    return effective_rates(target, getattr(kind, "default_rate_limits", ()))[0]
 
 
 def _known(runtime: WebContext, target_id: str) -> None:

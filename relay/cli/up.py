@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 
 from relay.cli.supervisor import Child, Supervisor
-from relay.config.models import RelayConfig, load_config
+from relay.config.loader import load_config
+from relay.config.models import RelayConfig
 from relay.errors import ConfigError, RelayError
 
 GRACE = 20.0  # celery's warm shutdown lets running deliveries finish

@@ -9,20 +9,39 @@ package of your own can add either kind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from relay.config.rates import Rate, parse_rates
 from relay.errors import ConfigError
 
 if TYPE_CHECKING:
-    from relay.config.models import RelayConfig
+    from relay.config.models import RelayConfig, TargetConfig
     from relay.intake.sources.base import Source
 
 SOURCE_ENTRY_POINTS = "group_relay.sources"
 TARGET_ENTRY_POINTS = "group_relay.targets"
+
+# The built-in target kinds' platform limits, for processes that do not load target code
+# (the web process shows them); each adapter declares its own ``default_rate_limits``
+# and a test checks that the two agree.
+BUILTIN_TARGET_RATES: dict[str, tuple[str, ...]] = {
+    "dingtalk_robot": ("20/min",),
+    "dingtalk_app": ("20/min",),
+    "wecom_bot": ("20/min",),
+    "feishu_bot": ("100/min", "5/s"),
+    "slack": ("1/s",),
+    "telegram": ("20/min", "1/s"),
+    "webhook": (),
+    "file": (),
+    "email": (),
+    "apprise": (),
+}
+RateOrigin = Literal["config", "kind", "unknown"]
 
 
 def _load(group: str, what: str) -> dict[str, type[Any]]:
@@ -75,3 +94,19 @@ def build_targets(config: RelayConfig) -> dict[str, Any]:
 
 def target_option_models() -> dict[str, type[BaseModel]]:
     return {kind: cls.Options for kind, cls in target_kinds().items()}
+
+
+def effective_rates(
+    config: TargetConfig, kind_defaults: Sequence[str] | None = None
+) -> tuple[list[Rate], RateOrigin]:
+    """The rates the workers enforce for a target, and where they come from: ``config``
+    (its ``rate_limit``), ``kind`` (the adapter's ``kind_defaults`` when the caller has
+    loaded it, else the built-in table) or ``unknown`` (a plugin kind the caller has not
+    loaded)."""
+    if config.rate_limit is not None:
+        return list(config.rate_limit), "config"
+    if kind_defaults is None:
+        kind_defaults = BUILTIN_TARGET_RATES.get(config.kind)
+    if kind_defaults is None:
+        return [], "unknown"
+    return parse_rates(kind_defaults), "kind"

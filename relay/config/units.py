@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+# Decimal, so a duration written round comes out round: "9ms" is 0.009, "1.1h" is 3960.0
+# (binary floats would give 0.009000000000000001 and 3960.0000000000005).
+_DURATION_UNITS = {
+    "ms": Decimal("0.001"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+    "d": Decimal(86400),
+    "w": Decimal(604800),
+    None: Decimal(1),
+}
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib|k|m|g)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -33,7 +44,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = float(Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)])
     else:
         raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 24h or 7d")
     if seconds < 0:

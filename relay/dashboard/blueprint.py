@@ -1,7 +1,8 @@
 """The dashboard blueprint: its hooks, error pages, response headers and template helpers.
 
-Routes live in ``auth`` (login, logout), ``pages`` (overview, events, deliveries) and
-``actions`` (dead letters, targets, audit); each registers on ``dashboard`` here.
+Routes live in ``auth`` (login, logout), ``pages`` (overview, events, one event, one
+delivery), ``deadletters`` (filter, replay, purge) and ``targets`` (targets, audit log);
+each registers on ``dashboard`` here.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import redis
 import requests
 import structlog
 
+from relay.backoff import full_jitter
 from relay.errors import IntakeError, RelayError
 from relay.events import GroupEvent
 from relay.intake.accept import Intake
@@ -49,7 +50,7 @@ class PollInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt
     """
 
 
-class Retry(Exception):  # noqa: N818 - a control-flow signal, not an error report
+class PollRetryLater(Exception):  # noqa: N818 - a control-flow signal, not an error report
     """A transient problem: wait ``delay`` seconds, then poll again from the saved offset."""
 
     def __init__(self, reason: str, delay: float) -> None:
@@ -70,6 +71,7 @@ class Poller:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         connect_timeout: float = 10.0,
+        rng: random.Random | None = None,
     ) -> None:
         source: Any = intake.sources.get(source_id)  # Any: a Source is no TelegramSource
         if source is None:
@@ -94,6 +96,7 @@ class Poller:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
+        self.rng = rng
         self.offset: int | None = None
         self.loaded = False  # whether ``offset`` was read from Redis yet
         self.failures = 0
@@ -110,7 +113,9 @@ class Poller:
         try:
             raw = self.intake.redis.get(keys.poll_offset(self.source_id))
         except redis.RedisError as exc:
-            raise Retry(f"redis unavailable ({type(exc).__name__})", self._backoff()) from None
+            raise PollRetryLater(
+                f"redis unavailable ({type(exc).__name__})", self._backoff()
+            ) from None
         self.offset = int(raw) if raw else None
         self.loaded = True
 
@@ -118,7 +123,9 @@ class Poller:
         try:
             self.intake.redis.set(keys.poll_offset(self.source_id), str(offset))
         except redis.RedisError as exc:
-            raise Retry(f"redis unavailable ({type(exc).__name__})", self._backoff()) from None
+            raise PollRetryLater(
+                f"redis unavailable ({type(exc).__name__})", self._backoff()
+            ) from None
         self.offset = offset
 
     # -- the Bot API ---------------------------------------------------------------------------
@@ -133,7 +140,7 @@ class Poller:
         return params
 
     def fetch(self) -> list[Any]:
-        """One ``getUpdates`` call: the updates, else ``Retry`` or ``PollError``."""
+        """One ``getUpdates`` call: the updates, else ``PollRetryLater`` or ``PollError``."""
         timeout = (self.connect_timeout, self.source.options.poll_timeout + READ_MARGIN)
         self.waiting = True
         try:
@@ -142,7 +149,7 @@ class Poller:
             )
         except requests.RequestException as exc:
             reason = f"{type(exc).__name__}: {self._redacted(str(exc))}"
-            raise Retry(reason, self._backoff()) from None
+            raise PollRetryLater(reason, self._backoff()) from None
         finally:
             self.waiting = False
         try:
@@ -153,7 +160,9 @@ class Poller:
             result = body.get("result")
             if isinstance(result, list):
                 return result
-            raise Retry("getUpdates answered ok without a list of updates", self._backoff())
+            raise PollRetryLater(
+                "getUpdates answered ok without a list of updates", self._backoff()
+            )
         return self._refused(response, body if isinstance(body, dict) else {})
 
     def _refused(self, response: requests.Response, body: dict[str, Any]) -> list[Any]:
@@ -163,7 +172,7 @@ class Poller:
         description = self._redacted(str(body.get("description") or response.reason or ""))
         said = f"getUpdates answered {code} ({description[:300]})"
         if code == 429 or response.status_code == 429:
-            raise Retry(said, self._retry_after(response, body))
+            raise PollRetryLater(said, self._retry_after(response, body))
         if code == 409 and "webhook" in description.lower():
             raise PollError(
                 f"{said}: a webhook is set for this bot, and Telegram sends updates either "
@@ -172,7 +181,7 @@ class Poller:
                 f"receive updates at /hooks/{self.source_id}"
             )
         if code == 409:  # "terminated by other getUpdates request": another poller
-            raise Retry(f"{said}: another client polls this bot", self._backoff())
+            raise PollRetryLater(f"{said}: another client polls this bot", self._backoff())
         if code in (401, 404):
             raise PollError(
                 f"{said}: {self.api_base} does not accept "
@@ -180,7 +189,7 @@ class Poller:
             )
         if 400 <= code < 500:
             raise PollError(f"{said}: check sources.{self.source_id} (allowed_updates, ...)")
-        raise Retry(said, self._backoff())
+        raise PollRetryLater(said, self._backoff())
 
     def _retry_after(self, response: requests.Response, body: dict[str, Any]) -> float:
         parameters = body.get("parameters")
@@ -193,10 +202,11 @@ class Poller:
         return min(max(float(wait), 0.0), MAX_RETRY_AFTER)
 
     def _backoff(self) -> float:
-        """Capped exponential backoff with jitter: 1, 2, 4, ... up to ``backoff_cap``."""
+        """The wait after one more failure in a row: full jitter, up to ``backoff_cap``."""
         self.failures += 1
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** min(self.failures - 1, 30))
-        return random.uniform(ceiling / 2, ceiling)
+        return full_jitter(
+            self.failures, base=self.backoff_base, cap=self.backoff_cap, rng=self.rng
+        )
 
     def _redacted(self, text: str) -> str:
         return redact(text, [self.source.options.bot_token or ""]) or ""
@@ -227,7 +237,7 @@ class Poller:
             try:
                 accepted = self.intake.enqueue(self.source_id, parsed)
             except IntakeError as exc:  # Unavailable: Redis is away
-                raise Retry(f"queue unavailable ({exc.detail})", self._backoff()) from None
+                raise PollRetryLater(f"queue unavailable ({exc.detail})", self._backoff()) from None
             log.info(
                 "poll.accepted",
                 source=self.source_id,
@@ -241,7 +251,7 @@ class Poller:
         return queued
 
     def poll_once(self) -> int:
-        """Load the offset if needed, fetch one batch and queue it; ``Retry`` if transient."""
+        """Load the offset if needed, fetch a batch, queue it; ``PollRetryLater`` if transient."""
         if not self.loaded:
             self.load_offset()
         count = self.handle(self.fetch())
@@ -255,7 +265,7 @@ class Poller:
             while not stop.is_set():
                 try:
                     self.poll_once()
-                except Retry as retry:
+                except PollRetryLater as retry:
                     log.warning(
                         "poll.retry",
                         source=self.source_id,

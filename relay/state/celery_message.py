@@ -17,8 +17,9 @@ import os
 import socket
 import uuid
 from functools import cache
+from typing import Any
 
-_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"  # Celery's anon_nodename()
 _EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 _ID, _BODY, _ARGSREPR = "@@id@@", "@@body@@", "@@argsrepr@@"
 
@@ -26,7 +27,7 @@ _ID, _BODY, _ARGSREPR = "@@id@@", "@@body@@", "@@argsrepr@@"
 @cache
 def _template(task: str, queue: str) -> str:
     """The envelope as JSON with placeholders for the id, body and argsrepr."""
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": task,
         "id": _ID,
@@ -43,6 +44,9 @@ def _template(task: str, queue: str) -> str:
         "kwargsrepr": "{}",
         "origin": _ORIGIN,
         "ignore_result": True,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
     }
     return json.dumps(
         {
@@ -52,6 +56,7 @@ def _template(task: str, queue: str) -> str:
             "headers": headers,
             "properties": {
                 "correlation_id": _ID,
+                "reply_to": "",  # no reply is awaited: results are ignored
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,

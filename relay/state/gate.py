@@ -20,94 +20,10 @@ import redis
 from relay.config.circuit import CircuitPolicy
 from relay.config.rates import Rate
 from relay.state import keys
-from relay.state.lua import ScriptCall
-from relay.state.windows import WINDOWS_LUA
+from relay.state.lua import ScriptCall, load_script
 
 PAUSE_RECHECK = 10.0  # a paused target's deliveries look again this often
 PROBE_BUSY_WAIT = 2.0  # others wait this long while a half-open probe runs
-
-# KEYS: state, throttle, rate zsets... ARGV: token, probe ttl ms, breaker on, then
-# (limit, window ms) per rate.
-_ADMIT = (
-    WINDOWS_LUA
-    + """
-local now = now_ms()
-local s = redis.call('HMGET', KEYS[1], 'paused', 'state', 'open_until', 'probe', 'probe_until')
-if s[1] == '1' then return {'paused', ARGV[4]} end
-local throttled = tonumber(redis.call('GET', KEYS[2]) or '0')
-if throttled > now then return {'throttled', throttled - now} end
-local probing = false
-if ARGV[3] == '1' and (s[2] == 'open' or s[2] == 'half_open') then
-  if s[2] == 'open' and tonumber(s[3] or '0') > now then
-    return {'circuit_open', tonumber(s[3]) - now}
-  end
-  if s[4] and s[4] ~= ARGV[1] and tonumber(s[5] or '0') > now then
-    return {'circuit_probing', ARGV[5]}
-  end
-  probing = true
-end
-local wait = window_wait(3, now)
-if wait > 0 then return {'rate_limited', wait} end
-window_take(3, now)
-if probing then
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe', ARGV[1],
-             'probe_until', now + tonumber(ARGV[2]))
-end
-return {'ok', 0}
-"""
-)
-
-# KEYS: state, calls. ARGV: ok, token, failures, rate, window ms, min calls, open ms,
-# max open ms, counts (1 if this outcome counts for the breaker).
-_RECORD = (
-    WINDOWS_LUA
-    + """
-local now = now_ms()
-local ok = ARGV[1] == '1'
-redis.call('HINCRBY', KEYS[1], ok and 'successes' or 'failures', 1)
-redis.call('HSET', KEYS[1], ok and 'last_success' or 'last_failure', now)
-if ARGV[9] ~= '1' then return 'ignored' end
-local window = tonumber(ARGV[5])
-redis.call('ZADD', KEYS[2], now, (ok and 'ok:' or 'fail:') .. ARGV[2] .. ':' .. now)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-redis.call('PEXPIRE', KEYS[2], window)
-local s = redis.call('HMGET', KEYS[1], 'state', 'probe', 'opened')
-local state = s[1] or 'closed'
-local function open()
-  local opened = tonumber(s[3] or '0') + 1
-  local span = math.min(tonumber(ARGV[7]) * 2 ^ (opened - 1), tonumber(ARGV[8]))
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + span, 'opened', opened,
-             'opened_at', now)
-  redis.call('HDEL', KEYS[1], 'probe', 'probe_until')
-  return 'opened'
-end
-if ok then
-  redis.call('HSET', KEYS[1], 'consecutive', 0)
-  if state == 'half_open' and s[2] == ARGV[2] then
-    redis.call('HSET', KEYS[1], 'state', 'closed', 'opened', 0)
-    redis.call('HDEL', KEYS[1], 'probe', 'probe_until', 'open_until')
-    return 'recovered'
-  end
-  return state
-end
-local consecutive = redis.call('HINCRBY', KEYS[1], 'consecutive', 1)
-if state == 'half_open' then
-  if s[2] == ARGV[2] then return open() end
-  return state
-end
-if state == 'open' then return state end
-if consecutive >= tonumber(ARGV[3]) then return open() end
-local calls = redis.call('ZRANGE', KEYS[2], 0, -1)
-if #calls >= tonumber(ARGV[6]) then
-  local failed = 0
-  for _, call in ipairs(calls) do
-    if string.sub(call, 1, 5) == 'fail:' then failed = failed + 1 end
-  end
-  if failed / #calls >= tonumber(ARGV[4]) then return open() end
-end
-return state
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -138,8 +54,8 @@ class TargetGate:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._admit = client.register_script(_ADMIT)
-        self._record = client.register_script(_RECORD)
+        self._admit = load_script(client, "gate_admit.lua")
+        self._record = load_script(client, "gate_record.lua")
 
     def admit(
         self,
@@ -173,7 +89,7 @@ class TargetGate:
             int(PAUSE_RECHECK * 1000),
             int(PROBE_BUSY_WAIT * 1000),
         ]
-        # Rate i (KEYS[i], i >= 3) reads ARGV[2i] and ARGV[2i+1]: after these five.
+        # Per rate (gate_admit.lua's header): a key after those two, (limit, window) after these.
         for index, rate in enumerate(rates):
             script_keys.append(keys.target_rate(target_id, index))
             args += [rate.limit, int(rate.window * 1000)]

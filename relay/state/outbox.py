@@ -1,4 +1,5 @@
-"""Atomic record-and-enqueue steps, each one Redis script.
+"""Atomic record-and-enqueue steps, each one Redis script (``relay/state/lua/``:
+``intake``, ``fanout``, ``release_due``, ``requeue_inflight``, ``replay``).
 
 Every place a task enters a Celery queue also writes the record that explains it and
 an entry in the in-flight set (``relay:inflight``, member → deadline). The scheduler
@@ -17,100 +18,7 @@ import redis
 from relay.errors import Unauthorized
 from relay.state import keys, stats
 from relay.state.celery_message import encode_task_message
-
-# KEYS: dedupe, event, fan-out queue, inflight, events index, single-use credential,
-# source counters, this minute's counters (relay.state.stats). ARGV: event id, event JSON,
-# dedupe ttl, retention, message, deadline, now, dedupe on, single-use ttl, dedupe
-# key, source id, minute TTL.
-_INTAKE = """
-if ARGV[9] ~= '0' then
-  local seen = redis.call('GET', KEYS[6])
-  if seen and seen ~= ARGV[10] then return -1 end
-  redis.call('SET', KEYS[6], ARGV[10], 'EX', ARGV[9])
-end
-if ARGV[8] == '1' then
-  local existing = redis.call('GET', KEYS[1])
-  if existing then
-    redis.call('HINCRBY', KEYS[7], ARGV[11] .. '|duplicates', 1)
-    return existing
-  end
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-end
-redis.call('HSET', KEYS[2], 'data', ARGV[2], 'received_at', ARGV[7], 'status', 'queued')
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[6], 'fanout:' .. ARGV[1])
-redis.call('LPUSH', KEYS[3], ARGV[5])
-redis.call('HINCRBY', KEYS[7], ARGV[11] .. '|accepted', 1)
-redis.call('HINCRBY', KEYS[8], 'received', 1)
-redis.call('EXPIRE', KEYS[8], ARGV[12])
-return false
-"""
-
-# KEYS: inflight, event's delivery set, event record, one per delivery, one queue per
-# group. ARGV: deadline, retention, event id, event status, deliveries, groups, then per
-# delivery: id, group number, number of field args, field args...; then one message per
-# group (its deliveries' ids, pushed once if any of them is new).
-_FANOUT = """
-local deadline, retention = ARGV[1], ARGV[2]
-local count, groups = tonumber(ARGV[5]), tonumber(ARGV[6])
-local created, new_in, a = 0, {}, 7
-for k = 4, 3 + count do
-  local id, group, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  if redis.call('EXISTS', KEYS[k]) == 0 then
-    redis.call('HSET', KEYS[k], unpack(ARGV, a + 3, a + 2 + n))
-    redis.call('EXPIRE', KEYS[k], retention)
-    redis.call('SADD', KEYS[2], id)
-    redis.call('ZADD', KEYS[1], deadline, 'deliver:' .. id)
-    new_in[group] = true
-    created = created + 1
-  end
-  a = a + 3 + n
-end
-for g = 1, groups do
-  if new_in[g] then redis.call('LPUSH', KEYS[3 + count + g], ARGV[a + g - 1]) end
-end
-redis.call('EXPIRE', KEYS[2], retention)
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'status', ARGV[4])
-  redis.call('EXPIRE', KEYS[3], retention)
-end
-redis.call('ZREM', KEYS[1], 'fanout:' .. ARGV[3])
-return created
-"""
-
-_RELEASE_DUE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[4]) then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-redis.call('HSET', KEYS[4], 'status', 'queued')
-redis.call('ZADD', KEYS[3], ARGV[3], 'deliver:' .. ARGV[1])
-redis.call('LPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
-_REQUEUE_INFLIGHT = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[4]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-redis.call('LPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
-_REPLAY = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local spent = redis.call('HGET', KEYS[2], 'attempts') or '0'
-redis.call('HSET', KEYS[2], 'status', 'queued', 'attempt_base', spent, 'window_start', ARGV[4],
-           'replayed_at', ARGV[4], 'updated_at', ARGV[4])
-redis.call('HDEL', KEYS[2], 'dead_at', 'dead_reason')
-redis.call('HINCRBY', KEYS[2], 'replays', 1)
-for i = 5, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[3], 'deliver:' .. ARGV[1])
-redis.call('LPUSH', KEYS[4], ARGV[2])
-return 1
-"""
+from relay.state.lua import load_script
 
 
 class Outbox:
@@ -120,11 +28,11 @@ class Outbox:
         self.redis = client
         self.lease = lease
         self.retention = int(retention)
-        self._intake = client.register_script(_INTAKE)
-        self._fanout = client.register_script(_FANOUT)
-        self._release_due = client.register_script(_RELEASE_DUE)
-        self._requeue_inflight = client.register_script(_REQUEUE_INFLIGHT)
-        self._replay = client.register_script(_REPLAY)
+        self._intake = load_script(client, "intake.lua")
+        self._fanout = load_script(client, "fanout.lua")
+        self._release_due = load_script(client, "release_due.lua")
+        self._requeue_inflight = load_script(client, "requeue_inflight.lua")
+        self._replay = load_script(client, "replay.lua")
 
     def accept_event(
         self,

@@ -1,34 +1,46 @@
 """Reading the relay's records: events, deliveries, attempts, dead letters, queue depths.
 
-``relay.state.deliveries.Store`` extends ``Records`` with the writes: claiming, finishing and
-dead-lettering a delivery.
+``Records`` is the one reader of these Redis structures: the CLI uses it directly, the
+operations layer (``relay.admin.listings``) pages and filters through its batched reads,
+and ``relay.state.deliveries.Store`` extends it with the writes: claiming, finishing and
+dead-lettering a delivery. Reads never fail on a malformed value (a record written by
+an older version, a hand-edited key): bytes decode with replacement characters.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from relay.state import keys
+from relay.state.lifecycle import DeliveryRecord
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    delivery: dict[str, str]
+    delivery: DeliveryRecord
     dead_at: float
 
     @property
     def id(self) -> str:
-        return self.delivery["id"]
+        return self.delivery.id or ""
 
 
 def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in mapping.items()}
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in mapping.items()}
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        found = json.loads(raw.decode(errors="replace"))
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 class Records:
@@ -48,19 +60,63 @@ class Records:
             "status": raw.get("status", "unknown"),
         }
 
+    def event_fields(self, event_ids: Sequence[str]) -> list[dict[str, str]]:
+        """Each event's hash as stored (``data``, ``received_at``, ``status``; empty if
+        gone), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.hgetall(keys.event(event_id))
+        return [_decode(raw) for raw in pipe.execute()]
+
+    def event_data(self, event_id: str) -> str | None:
+        """The event's JSON, if its record has not expired."""
+        data = self.redis.hget(keys.event(event_id), "data")
+        return data.decode(errors="replace") if data else None
+
+    def received_at(self, event_id: str | bytes) -> float | None:
+        """When the event was received, from the events index; ``None`` if not in it."""
+        score = self.redis.zscore(keys.EVENTS, event_id)
+        return None if score is None else float(score)
+
     def recent_events(self, limit: int = 50) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.EVENTS, 0, limit - 1)]
+
+    def newest_first(
+        self, index: str, high: str, low: str, *, start: int, num: int
+    ) -> list[tuple[bytes, float]]:
+        """One batch of an index (``keys.EVENTS``, ``keys.DLQ``) from ``high`` down to
+        ``low``: the read that ``relay.admin.query.Walk`` pages with."""
+        found: list[tuple[bytes, float]] = self.redis.zrevrangebyscore(
+            index, high, low, start=start, num=num, withscores=True
+        )
+        return found
 
     def event_delivery_ids(self, event_id: str) -> list[str]:
         return sorted(m.decode() for m in self.redis.smembers(keys.event_deliveries(event_id)))
 
+    def delivery_ids_of(self, event_ids: Sequence[str]) -> list[list[bytes]]:
+        """Each event's delivery ids, sorted, in one round trip (bytes: listing cursors
+        compare them as stored)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.smembers(keys.event_deliveries(event_id))
+        return [sorted(found) for found in pipe.execute()]
+
     # deliveries -----------------------------------------------------------------------
-    def delivery(self, delivery_id: str) -> dict[str, str] | None:
-        raw = _decode(self.redis.hgetall(keys.delivery(delivery_id)))
-        return raw or None
+    def delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        return self.deliveries([delivery_id])[0]
+
+    def deliveries(self, delivery_ids: Sequence[str]) -> list[DeliveryRecord | None]:
+        """Each delivery's record (``None`` if gone), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            pipe.hgetall(keys.delivery(delivery_id))
+        return [DeliveryRecord.from_fields(raw) if raw else None for raw in pipe.execute()]
 
     def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
-        return [json.loads(a) for a in self.redis.lrange(keys.attempts(delivery_id), 0, -1)]
+        """The attempt records, oldest first; an entry that is not a JSON object is skipped."""
+        found = (_json_object(a) for a in self.redis.lrange(keys.attempts(delivery_id), 0, -1))
+        return [a for a in found if a is not None]
 
     # dead letters ---------------------------------------------------------------------
     def dead_letters(
@@ -81,9 +137,9 @@ class Records:
             delivery = self.delivery(member.decode())
             if delivery is None:
                 continue
-            if target and delivery.get("target") != target:
+            if target and delivery.target != target:
                 continue
-            if source and delivery.get("source") != source:
+            if source and delivery.source != source:
                 continue
             yield DeadLetter(delivery, score)
             found += 1

@@ -191,24 +191,6 @@ class Stats:
         }
 
 
-# Lua shared by the scripts that count (relay.state.outbox, relay.state.deliveries): the
-# field names above.
-# count_attempt(targets hash, minute hash, target, outcome, bucket label, ms, minute ttl)
-LUA_COUNT_ATTEMPT = """
-local function count_attempt(stats, minute, t, outcome, label, ms, ttl)
-  redis.call('HINCRBY', stats, t .. '|outcome|' .. outcome, 1)
-  redis.call('HINCRBY', stats, t .. '|le|' .. label, 1)
-  redis.call('HINCRBYFLOAT', stats, t .. '|sum_ms', ms)
-  redis.call('HINCRBY', stats, t .. '|count', 1)
-  local total = outcome == 'delivered' and 'delivered' or 'failed'
-  redis.call('HINCRBY', minute, total, 1)
-  redis.call('HINCRBY', minute, t .. '|' .. total, 1)
-  redis.call('HINCRBY', minute, t .. '|le|' .. label, 1)
-  redis.call('EXPIRE', minute, ttl)
-end
-"""
-
-
 def count_refusal(client: redis.Redis, source_id: str, code: str) -> None:
     """One refused request of ``source_id`` (already mapped to ``UNKNOWN_SOURCE`` if it is
     not configured); raises ``redis.RedisError`` for the caller to swallow."""

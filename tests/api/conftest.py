@@ -21,7 +21,6 @@ from relay.events import GroupEvent, Party
 from relay.state import keys
 from tests import records
 from tests.conftest import TEST_SECRET
-from tests.test_pipeline import pipeline  # noqa: F401 - a real worker, scheduler and sink
 
 ADDR = "203.0.113.7"
 

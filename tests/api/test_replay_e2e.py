@@ -7,7 +7,7 @@ from typing import Any
 
 from relay.state.apikeys import ApiKeys
 from tests.conftest import wait_for
-from tests.test_pipeline import EVENT, signed_post
+from tests.pipeline_support import EVENT, signed_post
 
 
 def test_a_replayed_dead_letter_is_delivered_under_its_id(pipeline: Any, redis_client: Any) -> None:

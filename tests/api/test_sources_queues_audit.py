@@ -5,7 +5,7 @@ from __future__ import annotations
 from relay.state import keys
 from relay.state.audit import AuditLog
 from tests.api.conftest import Api
-from tests.test_pipeline import EVENT, signed_post
+from tests.pipeline_support import EVENT, signed_post
 
 
 def test_sources_count_accepted_duplicates_and_refusals(api: Api) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-from relay.admin.views import KIND_DEFAULT_RATES
 from relay.config.circuit import CircuitPolicy
-from relay.config.kinds import target_kinds
+from relay.config.kinds import BUILTIN_TARGET_RATES, target_kinds
 from relay.state import keys
 from relay.state.gate import TargetGate
 from tests.api.conftest import ADDR, Api
@@ -15,7 +14,7 @@ from tests.api.conftest import ADDR, Api
 
 def test_the_kind_defaults_match_the_adapters() -> None:
     adapters = {kind: tuple(cls.default_rate_limits) for kind, cls in target_kinds().items()}
-    assert KIND_DEFAULT_RATES == adapters
+    assert BUILTIN_TARGET_RATES == adapters
 
 
 def test_every_target_with_its_state_and_rates(api: Api) -> None:
@@ -47,7 +46,7 @@ def test_recent_windows_and_totals_count_attempts(api: Api) -> None:
     ]
     for delivery_id in sink[:3]:
         record = {"n": 1, "started_at": time.time(), "duration_ms": 40.0, "outcome": "delivered"}
-        api.runtime.store.finish_delivered(delivery_id, record)
+        api.runtime.store.finish_delivered(delivery_id, record, token="")
     api.kill(sink[3])
     target = api.ok("GET", "/targets/sink")
     window = target["windows"]["1h"]

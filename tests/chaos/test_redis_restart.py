@@ -17,7 +17,7 @@ from werkzeug import Request, Response
 from relay.cli.embedded import EmbeddedRedis
 from relay.state import keys
 from tests.conftest import ops_config, wait_for
-from tests.test_pipeline import EVENT, signed_post
+from tests.pipeline_support import EVENT, signed_post
 
 
 def test_redis_crash_and_restart_while_retrying_loses_nothing(

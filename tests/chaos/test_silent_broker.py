@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 from relay.cli.embedded import EmbeddedRedis
 from relay.state import keys
 from tests.conftest import ops_config, wait_for
-from tests.test_pipeline import EVENT, signed_post
+from tests.pipeline_support import EVENT, signed_post
 
 
 def test_workers_resume_after_the_broker_hangs(

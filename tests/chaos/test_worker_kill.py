@@ -16,7 +16,7 @@ from werkzeug import Request, Response
 
 from relay.state import keys
 from tests.conftest import ops_config, wait_for
-from tests.test_pipeline import EVENT, signed_post
+from tests.pipeline_support import EVENT, signed_post
 
 
 def test_kill_9_of_a_worker_mid_delivery_loses_nothing(

@@ -67,6 +67,7 @@ def dead_letter(
         attempt,
         "retries exhausted after 3 attempts",
         json.dumps({"id": f"evt_{delivery_id}", "source": source}),
+        token="",
     )
     client.zadd(keys.DLQ, {delivery_id: time.time() - died_ago})
     client.delete(name)

@@ -110,7 +110,7 @@ class Up:
                 raise AssertionError(f"relay up exited {self.proc.returncode}:\n{self.output}")
             try:
                 return requests.get(f"{self.base}/readyz", timeout=2).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting up
                 return False
 
         wait_for(answered, timeout=timeout, interval=0.2)

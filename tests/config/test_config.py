@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
-from relay.config.models import load_config, parse_config
+from relay.config.loader import load_config, parse_config
 from relay.errors import ConfigError
 from tests.conftest import TEST_SECRET
 

@@ -125,7 +125,8 @@ class Dash:
         return delivery_id
 
     def status(self, delivery_id: str) -> str | None:
-        return (self.runtime.store.delivery(delivery_id) or {}).get("status")
+        found = self.runtime.store.delivery(delivery_id)
+        return found.status if found else None
 
     def audit(self, action: str | None = None) -> list[dict[str, Any]]:
         from relay.state.audit import AuditLog

@@ -24,7 +24,7 @@ from relay.state import keys
 from relay.state.apikeys import ApiKeys
 from tests.conftest import ops_config, wait_for
 from tests.dashboard.conftest import LiveServer
-from tests.test_pipeline import EVENT, signed_post
+from tests.pipeline_support import EVENT, signed_post
 
 pytestmark = pytest.mark.timeout(240)
 

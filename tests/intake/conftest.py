@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from relay import create_app
 from relay.cli.embedded import EmbeddedRedis
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.settings import Settings
 
 FUZZ_MAX_BODY = 16384  # small, so a fuzzed body may cross the limit too

@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 
 from relay.config.kinds import source_kinds
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.state import keys
 from tests.conftest import TEST_SECRET
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -25,11 +26,12 @@ from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from relay.backoff import full_jitter
 from relay.cli import main
 from relay.cli.embedded import EmbeddedRedis, free_port
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.context import WebContext
-from relay.intake.poller import Poller, PollError, Retry
+from relay.intake.poller import Poller, PollError, PollRetryLater
 from relay.settings import Settings
 from relay.state import keys
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET, wait_for
@@ -122,10 +124,12 @@ def make_poller(
 ) -> Iterator[Callable[..., Poller]]:
     made: list[Poller] = []
 
-    def make(redis_url: str | None = None, **options: Any) -> Poller:
+    def make(
+        redis_url: str | None = None, rng: random.Random | None = None, **options: Any
+    ) -> Poller:
         settings = make_settings(**({"redis_url": redis_url} if redis_url else {}))
         runtime = WebContext.build(settings, parse_config(source_config(api.url, **options)))
-        poller = Poller(runtime.intake, "tg", backoff_base=0.05, backoff_cap=0.2)
+        poller = Poller(runtime.intake, "tg", backoff_base=0.05, backoff_cap=0.2, rng=rng)
         made.append(poller)
         return poller
 
@@ -215,11 +219,11 @@ def test_redis_unreachable_does_not_advance_the_offset(
         assert poller.poll_once() == 2
         api.add(3, 4)
         server.stop()
-        with pytest.raises(Retry) as info:
+        with pytest.raises(PollRetryLater) as info:
             poller.poll_once()
         assert "unavailable" in info.value.reason
         assert poller.offset == 3
-        with pytest.raises(Retry):
+        with pytest.raises(PollRetryLater):
             make_poller(redis_url=server.url).poll_once()  # no offset to start from
         assert api.offsets == [None, 3]  # the fresh poller asked Telegram nothing
 
@@ -266,7 +270,7 @@ def test_conflict_with_another_poller_is_retried(
 ) -> None:
     description = "Conflict: terminated by other getUpdates request; make sure that only one"
     api.fail(409, {"ok": False, "error_code": 409, "description": description})
-    with pytest.raises(Retry) as info:
+    with pytest.raises(PollRetryLater) as info:
         make_poller().poll_once()
     assert "another client" in info.value.reason
 
@@ -322,7 +326,7 @@ def test_server_and_network_errors_back_off_then_recover(
     api.fail(500, {"ok": False, "error_code": 500, "description": "Internal Server Error"})
     api.fail(200, {"ok": True, "result": "not a list"})
     api.add(1, 2)
-    poller = make_poller()
+    poller = make_poller(rng=random.Random(23))
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,))
     thread.start()
@@ -333,7 +337,9 @@ def test_server_and_network_errors_back_off_then_recover(
         thread.join(10)
     assert len(api.offsets) >= 4 and api.offsets[:4] == [None] * 4
     gaps = [b - a for a, b in zip(api.times, api.times[1:4], strict=False)]
-    assert all(gap >= 0.02 for gap in gaps)  # backed off between attempts
+    twin = random.Random(23)  # the waits the poller drew (near each ceiling, for this seed)
+    waits = [full_jitter(n, base=0.05, cap=0.2, rng=twin) for n in (1, 2, 3)]
+    assert all(gap >= wait - 0.002 for gap, wait in zip(gaps, waits, strict=True))
     assert poller.failures == 0  # reset by the successful batch
 
 
@@ -344,7 +350,7 @@ def test_network_error_is_retried_without_the_token(
     runtime = WebContext.build(make_settings(), config)
     poller = Poller(runtime.intake, "tg", backoff_base=0.05, backoff_cap=0.1)
     try:
-        with pytest.raises(Retry) as info:
+        with pytest.raises(PollRetryLater) as info:
             poller.poll_once()
         assert "ConnectionError" in info.value.reason
         assert BOT_TOKEN not in info.value.reason and "[redacted]" in info.value.reason

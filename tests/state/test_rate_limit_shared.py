@@ -21,6 +21,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from relay.config.kinds import source_kinds
+from relay.config.loader import parse_config
 from relay.state import keys
 from tests.conftest import ops_config, wait_for
 
@@ -50,11 +51,7 @@ def test_three_workers_never_exceed_a_shared_20_per_minute(
     procs.start_worker("worker-2")
     procs.start_worker("worker-3")
     client = client_for(path)
-    source = source_kinds()["standard_webhooks"](
-        __import__("relay.config.models", fromlist=["parse_config"])
-        .parse_config(config)
-        .sources["ops"]
-    )
+    source = source_kinds()["standard_webhooks"](parse_config(config).sources["ops"])
     for n in range(EVENTS):
         body = {"type": "message.created", "data": {"group": {"id": "g"}, "text": f"#{n}"}}
         signed = source.sample(json.dumps(body).encode())

@@ -188,14 +188,14 @@ def test_finish_scripts_count_outcomes_latency_and_waits(
     for n in range(5):
         make_delivery(queue, f"d{n}", "hook")
     make_delivery(queue, "c0", "chat")
-    store.finish_delivered("d0", attempt(3))
-    store.finish_retry("d1", attempt(40, "retry"), time.time() + 60)
-    store.finish_delivered("d1", attempt(7))
-    store.finish_dead("d2", attempt(2000, "failed"), "permanent failure", "{}")
-    store.finish_dead("d3", None, "target is no longer configured", "{}")
-    store.park("d4", time.time() + 10, "rate_limited", attempts=0)
-    store.park("d4", time.time() + 10, "rate_limited", attempts=0)
-    store.park("c0", time.time() + 10, "paused", attempts=0)
+    store.finish_delivered("d0", attempt(3), token="")
+    store.finish_retry("d1", attempt(40, "retry"), time.time() + 60, token="")
+    store.finish_delivered("d1", attempt(7), token="")
+    store.finish_dead("d2", attempt(2000, "failed"), "permanent failure", "{}", token="")
+    store.finish_dead("d3", None, "target is no longer configured", "{}", token="")
+    store.park("d4", time.time() + 10, "rate_limited", attempts=0, token="")
+    store.park("d4", time.time() + 10, "rate_limited", attempts=0, token="")
+    store.park("c0", time.time() + 10, "paused", attempts=0, token="")
 
     targets = Stats(redis_client).targets()
     hook = targets["hook"]
@@ -246,7 +246,7 @@ def test_windows_and_series_count_whole_minutes(
     written = stats.minute_of(time.time())
     for n in range(4):
         make_delivery(queue, f"d{n}", "hook")
-        store.finish_delivered(f"d{n}", attempt(20 + n))
+        store.finish_delivered(f"d{n}", attempt(20 + n), token="")
     queue.accept_event("ops", "e1", "{}", dedupe_key=None, dedupe_ttl=60)
 
     later = Stats(redis_client, clock=lambda: written + 150)  # two minutes on

@@ -13,7 +13,8 @@ import redis
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
-from relay.config.models import SourceConfig, load_config
+from relay.config.loader import load_config
+from relay.config.models import SourceConfig
 from relay.intake.sources.standard_webhooks import StandardWebhooksSource
 from relay.settings import Settings
 from relay.state import keys

@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 import workers.net.http
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.config.people import People, Person
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 from relay.events import FileRef, Party

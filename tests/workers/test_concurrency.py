@@ -55,8 +55,10 @@ def call(n):
     return n
 try:
     run_side_by_side(call, [1, 2, 3])
-except KeyError:
-    pass
+except KeyError as exc:
+    assert exc.args == (2,), exc.args
+else:
+    raise AssertionError("the error of call 2 was not raised")
 assert run_side_by_side(lambda n: (time.sleep(0.3), n)[1], [1, 2, 3]) == [1, 2, 3]
 print(round(time.monotonic() - began, 2))
 """

@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from relay.errors import PermanentDeliveryError
 from relay.state import keys
+from relay.state.lifecycle import DeliveryRecord
 from tests.conftest import TEST_SECRET
 from tests.workers.support import accept
 from workers.context import WorkerContext
@@ -57,8 +57,8 @@ def test_an_adapter_bug_is_retried_then_dead_lettered(context: WorkerContext) ->
     assert run_delivery(context, delivery_id) == "retry"
     time.sleep(0.05)  # past the 10 ms backoff
     assert run_delivery(context, delivery_id) == "dead"
-    delivery = context.store.delivery(delivery_id) or {}
-    assert delivery["dead_reason"] == "retries exhausted after 2 attempts"
+    delivery = context.store.delivery(delivery_id) or DeliveryRecord()
+    assert delivery.dead_reason == "retries exhausted after 2 attempts"
     attempts = context.store.attempts(delivery_id)
     assert [a["outcome"] for a in attempts] == ["retry", "failed"]
     assert attempts[0]["error"] == "unexpected ZeroDivisionError: division by zero in a plugin"
@@ -89,8 +89,8 @@ def test_a_removed_target_dead_letters_with_a_reason(context: WorkerContext) -> 
     delivery_id = accept(context)
     context.config.targets.pop("out")
     assert run_delivery(context, delivery_id) == "dead"
-    delivery: dict[str, Any] = context.store.delivery(delivery_id) or {}
-    assert delivery["dead_reason"] == "target is no longer configured"
+    delivery = context.store.delivery(delivery_id) or DeliveryRecord()
+    assert delivery.dead_reason == "target is no longer configured"
 
 
 def test_an_adapter_traceback_is_logged_without_secrets(
@@ -113,13 +113,13 @@ def test_a_replay_gets_a_fresh_budget_and_numbering_goes_on(context: WorkerConte
     time.sleep(0.05)
     assert run_delivery(context, delivery_id) == "dead"
     assert context.outbox.replay(delivery_id, keys.deliver_queue("storage"))
-    delivery = context.store.delivery(delivery_id) or {}
-    assert delivery["attempts"] == "2" and delivery["status"] == "queued"
+    delivery = context.store.delivery(delivery_id) or DeliveryRecord()
+    assert delivery.attempts == 2 and delivery.status == "queued"
     assert run_delivery(context, delivery_id) == "retry"  # not dead at once: a new budget
     time.sleep(0.05)
     assert run_delivery(context, delivery_id) == "dead"
-    delivery = context.store.delivery(delivery_id) or {}
-    assert delivery["dead_reason"] == "retries exhausted after 2 attempts"
+    delivery = context.store.delivery(delivery_id) or DeliveryRecord()
+    assert delivery.dead_reason == "retries exhausted after 2 attempts"
     attempts = context.store.attempts(delivery_id)
     assert [(a["n"], a["outcome"]) for a in attempts] == [
         (1, "retry"),

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from relay.config.models import load_config
+from relay.config.loader import load_config
 from relay.errors import RetryableDeliveryError, TargetThrottled
 from relay.settings import Settings
 from relay.state import keys
+from relay.state.lifecycle import DeliveryRecord
 from tests.conftest import TEST_SECRET
 from tests.workers.support import accept, fan_out
 from workers.context import WorkerContext
@@ -40,9 +41,9 @@ def build(file_worker: Callable[..., WorkerContext]) -> Callable[..., WorkerCont
     return partial(file_worker, max_attempts=3)
 
 
-def parked(ctx: WorkerContext, delivery_id: str) -> dict[str, str]:
-    delivery = ctx.store.delivery(delivery_id) or {}
-    assert delivery["status"] == "scheduled"
+def parked(ctx: WorkerContext, delivery_id: str) -> DeliveryRecord:
+    delivery = ctx.store.delivery(delivery_id) or DeliveryRecord()
+    assert delivery.status == "scheduled"
     assert ctx.store.redis.zscore(keys.SCHEDULE, delivery_id) is not None
     assert ctx.store.redis.zscore(keys.INFLIGHT, f"deliver:{delivery_id}") is None
     assert not ctx.store.redis.exists(keys.lock(delivery_id))
@@ -57,8 +58,8 @@ def test_a_rate_limited_delivery_waits_without_spending_an_attempt(
     assert run_delivery(ctx, first) == "delivered"
     assert run_delivery(ctx, second) == "waiting"
     delivery = parked(ctx, second)
-    assert delivery["attempts"] == "0" and delivery["waiting"] == "rate_limited"
-    assert 55 < float(delivery["next_at"]) - time.time() < 70
+    assert delivery.attempts == 0 and delivery.waiting == "rate_limited"
+    assert 55 < (delivery.next_at or 0) - time.time() < 70
     assert ctx.store.attempts(second) == []
 
 
@@ -71,10 +72,10 @@ def test_a_paused_target_parks_deliveries_until_resumed(
     for _ in range(5):  # however often it comes back, it neither runs nor ages out
         assert run_delivery(ctx, delivery_id) == "waiting"
         ctx.store.redis.hset(keys.delivery(delivery_id), "next_at", "0")
-    assert parked(ctx, delivery_id)["attempts"] == "0"
+    assert parked(ctx, delivery_id).attempts == 0
     ctx.gate.resume("out")
     assert run_delivery(ctx, delivery_id) == "delivered"
-    assert (ctx.store.delivery(delivery_id) or {})["attempts"] == "1"
+    assert (ctx.store.delivery(delivery_id) or DeliveryRecord()).attempts == 1
     assert len((tmp_path / "out" / "out.jsonl").read_text().splitlines()) == 1
 
 
@@ -88,7 +89,7 @@ def test_the_breaker_opens_and_parks_the_next_deliveries(
     third = accept(ctx, 3)
     assert run_delivery(ctx, third) == "waiting"
     delivery = parked(ctx, third)
-    assert delivery["waiting"] == "circuit_open" and delivery["attempts"] == "0"
+    assert delivery.waiting == "circuit_open" and delivery.attempts == 0
     assert ctx.gate.status("out")["circuit"] == "open"
 
 
@@ -103,7 +104,7 @@ def test_a_platform_throttle_makes_the_whole_target_wait(
     assert attempt["retry_after"] == 600
     other = accept(ctx, 2)  # a different delivery to the same target
     assert run_delivery(ctx, other) == "waiting"
-    assert parked(ctx, other)["waiting"] == "throttled"
+    assert parked(ctx, other).waiting == "throttled"
     assert ctx.gate.status("out")["circuit"] == "closed"  # throttling is not ill health
 
 
@@ -156,10 +157,10 @@ def test_one_message_of_several_deliveries_each_gets_its_own_outcome(
     for delivery_id, outcome in zip(
         (first, second, third), (outcomes[0], *outcomes[3:]), strict=True
     ):
-        delivery = ctx.store.delivery(delivery_id) or {}
+        delivery = ctx.store.delivery(delivery_id) or DeliveryRecord()
         if outcome == "delivered":
-            assert delivery["status"] == "delivered" and delivery["attempts"] == "1"
+            assert delivery.status == "delivered" and delivery.attempts == 1
         else:
-            assert parked(ctx, delivery_id)["attempts"] == "0"
+            assert parked(ctx, delivery_id).attempts == 0
     lines = (tmp_path / "out" / "out.jsonl").read_text().splitlines()
     assert len(lines) == 2  # the earlier one and the one admitted now, each once

@@ -19,7 +19,8 @@ import redis
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config.models import TargetConfig, parse_config
+from relay.config.loader import parse_config
+from relay.config.models import TargetConfig
 from relay.config.people import People, Person
 from relay.errors import (
     ConfigError,

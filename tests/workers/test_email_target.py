@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import workers.net.http
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.config.people import People
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 from relay.events import FileRef, Party

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.config.people import People, Person
 from relay.config.rates import parse_rate_text
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError

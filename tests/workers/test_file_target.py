@@ -130,7 +130,7 @@ def test_options_are_strict() -> None:
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    from relay.config.models import load_config
+    from relay.config.loader import load_config
 
     folder = tmp_path / "conf"
     folder.mkdir()

@@ -25,7 +25,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from relay.cli.embedded import free_port
-from relay.config.models import load_config
+from relay.config.loader import load_config
 from relay.settings import Settings
 from workers.context import WorkerContext
 from workers.delivery import run_delivery

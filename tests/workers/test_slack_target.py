@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from relay.config.models import TargetConfig, parse_config
+from relay.config.loader import parse_config
+from relay.config.models import TargetConfig
 from relay.config.people import Person
 from relay.errors import (
     ConfigError,

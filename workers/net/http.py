@@ -7,7 +7,7 @@ address actually connected to and DNS rebinding cannot slip past it. TLS still
 verifies the certificate against the URL's host name. Redirects are never followed
 and environment proxies are ignored. The address policy itself is
 ``workers.net.addresses``; ``send`` turns transport failures into typed delivery errors
-and ``workers.net.outcomes`` classifies the answers.
+and answers with an ``HttpAnswer``, which ``workers.net.outcomes`` classifies.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import certifi
-import requests
-from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -52,6 +52,50 @@ AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
 POOL_SIZE = 256
 MAX_BODY = 1024 * 1024  # bytes of a response body we read; the rest is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A target's answer, as targets and ``workers.net.outcomes`` read it.
+
+    Ours rather than a ``requests.Response`` built by hand: the body is already read
+    (capped at ``MAX_BODY``), nothing in it can be changed by a reader, and it has only
+    what readers use. Headers are looked up case-insensitively (repeated ones joined by
+    ", "); body and headers stay out of ``repr``, which may reach a log.
+    """
+
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    url: str
+
+    def __post_init__(self) -> None:
+        # Whatever mapping is given, the answer holds a case-insensitive read-only copy.
+        object.__setattr__(self, "headers", MappingProxyType(HTTPHeaderDict(self.headers)))
+
+    @property
+    def encoding(self) -> str | None:
+        """The charset as ``requests`` reads it from Content-Type (``text/*`` without one
+        is ISO-8859-1, JSON is UTF-8); ``None`` when it names none."""
+        return get_encoding_from_headers(self.headers)
+
+    @property
+    def text(self) -> str:
+        """The body decoded with ``encoding`` (else UTF-8); undecodable bytes replaced."""
+        return self.decode()
+
+    def decode(self, limit: int | None = None) -> str:
+        """The first ``limit`` bytes (all by default) as text, as ``text`` decodes them;
+        an unknown charset falls back to UTF-8. No sniffing of the body."""
+        data = self.body if limit is None else self.body[:limit]
+        try:
+            return data.decode(self.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return data.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` if it is not JSON."""
+        return jsonlib.loads(self.body)
 
 
 class BlockedAddress(Exception):
@@ -173,13 +217,13 @@ def send(
     json: Any = None,
     headers: Mapping[str, str] | None = None,
     ca_certs: str | None = None,
-) -> requests.Response:
+) -> HttpAnswer:
     """One request, redirects never followed, failures as typed delivery errors.
 
     ``json`` is sent as a JSON body, ``data`` as it is; ``ca_certs`` verifies TLS
     against that bundle instead of certifi's. The body is read here, capped at
     ``MAX_BODY`` and within about ``timeout`` in total, so a target that trickles or
-    floods cannot hold a worker or its memory. The answer is a ``requests.Response``.
+    floods cannot hold a worker or its memory.
     """
     where = safe_url(url)
     request_headers = HTTPHeaderDict(DEFAULT_HEADERS)
@@ -218,7 +262,7 @@ def send(
         raise RetryableDeliveryError(f"{where} did not answer within {timeout:g}s") from None
     except (HTTPError, OSError) as exc:
         raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
-    return _response(raw, url, content)
+    return HttpAnswer(status=raw.status, headers=raw.headers, body=content, url=url)
 
 
 def _read_capped(raw: BaseHTTPResponse, deadline: float) -> bytes:
@@ -238,18 +282,6 @@ def _read_capped(raw: BaseHTTPResponse, deadline: float) -> bytes:
     finally:
         raw.release_conn()
     return bytes(body[:MAX_BODY])
-
-
-def _response(raw: BaseHTTPResponse, url: str, content: bytes) -> requests.Response:
-    """The answer in the shape every target and ``workers.net.outcomes`` reads."""
-    response = requests.Response()
-    response.status_code = raw.status
-    response.headers = CaseInsensitiveDict(raw.headers)
-    response.reason = raw.reason or ""
-    response.url = url
-    response.encoding = get_encoding_from_headers(response.headers)
-    response._content = content  # noqa: SLF001 - what requests' own adapter sets
-    return response
 
 
 def _reason(exc: BaseException) -> str:

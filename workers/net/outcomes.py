@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import requests
-
 from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from workers.net.addresses import safe_url
-from workers.targets.base import DeliveryResult
+from workers.net.http import HttpAnswer
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What a target returns for a delivered attempt: the status and a capped excerpt of
+    the answer, kept in the attempt record."""
+
+    status: int | None = None
+    excerpt: str | None = None
 
 
 def excerpt(text: str, limit: int = 1024) -> str:
@@ -21,14 +29,10 @@ def excerpt(text: str, limit: int = 1024) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def response_text(response: requests.Response, limit: int = 4096) -> str:
-    """The start of the body as text, without ``response.text``'s charset sniffing of
-    the whole (up to ``MAX_BODY``) body; undecodable bytes are replaced."""
-    data = response.content[:limit]
-    try:
-        return data.decode(response.encoding or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        return data.decode("utf-8", errors="replace")
+def response_text(response: HttpAnswer, limit: int = 4096) -> str:
+    """The start of the body as text: what excerpts and error codes are read from, so a
+    large (up to ``MAX_BODY``) body is never decoded whole."""
+    return response.decode(limit)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -47,9 +51,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def classify(response: requests.Response) -> DeliveryResult:
+def classify(response: HttpAnswer) -> DeliveryResult:
     """2xx is success; everything else raises the retryable or permanent error it means."""
-    status = response.status_code
+    status = response.status
     text = excerpt(response_text(response))
     if 200 <= status < 300:
         return DeliveryResult(status=status, excerpt=text)
@@ -76,7 +80,7 @@ def classify(response: requests.Response) -> DeliveryResult:
     raise error
 
 
-def classify_redacted(response: requests.Response, redact: Callable[[str], str]) -> DeliveryResult:
+def classify_redacted(response: HttpAnswer, redact: Callable[[str], str]) -> DeliveryResult:
     """``classify``, with ``redact`` applied to the excerpt an error carries (tokens in
     echoed URLs)."""
     try:

@@ -2,7 +2,8 @@
 
 kombu builds a fresh ``redis.Redis`` for every ack and every piece of unacked
 bookkeeping (``Channel.conn_or_acquire``), and building one copies a table of some 200
-response callbacks: about a tenth of a worker's CPU under load. The client holds no
+response callbacks: a visible share of a worker's CPU under load (bench/README.md).
+The client holds no
 state of its own (connections come from the channel's pool), so one per channel, made
 again whenever kombu replaces the pool (after a fork or a reconnect), does the same work.
 """

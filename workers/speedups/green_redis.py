@@ -3,7 +3,8 @@
 Before every command, redis-py checks that the pooled connection it hands out holds no
 stray bytes: a ``poll`` with a zero timeout, which never waits. Under gevent's monkey
 patching that poll is gevent's cooperative one, which builds hub watchers and switches
-greenlets each time; on a busy worker that was about 7 % of its CPU. A zero-timeout poll
+greenlets each time: a visible share of a busy worker's CPU (bench/README.md). A
+zero-timeout poll
 cannot block, so the operating system's own poll gives the same answer for a fraction
 of the cost. Polls that may wait still go through gevent.
 """

@@ -19,6 +19,9 @@ from relay.config.people import Mention, People
 from relay.errors import PermanentDeliveryError
 from relay.events import GroupEvent
 from relay.templates import TemplateError, render
+from workers.net.outcomes import DeliveryResult
+
+__all__ = ["BaseTarget", "DeliveryContext", "DeliveryResult", "Target", "TargetOptions"]
 
 
 class TargetOptions(BaseModel):
@@ -64,12 +67,6 @@ class DeliveryContext:
             )
         except TemplateError as exc:
             raise PermanentDeliveryError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    status: int | None = None
-    excerpt: str | None = None
 
 
 class Target(Protocol):

@@ -18,14 +18,15 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from relay.config.models import TargetConfig
 from relay.errors import ConfigError, PermanentDeliveryError
 from relay.state import keys
+from relay.state.lua import load_script
 from relay.templates import check_template
 from workers.net.addresses import check_url, safe_url
+from workers.net.http import HttpAnswer
 from workers.net.outcomes import classify
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.dingtalk_messages import (
@@ -121,7 +122,7 @@ class AccessTokens:
         if cached and cached != rejected:
             return cached
         if cached and rejected:  # forget it, unless another worker already replaced it
-            state.eval(_DELETE_IF, 1, self.key, rejected)
+            _compare_and_delete(state, self.key, rejected)
         lock, mine = f"{self.key}:lock", secrets.token_hex(8)
         locked = state.set(lock, mine, nx=True, px=int((timeout + LOCK_WAIT) * 1000))
         if not locked:
@@ -136,7 +137,7 @@ class AccessTokens:
             state.set(self.key, token, ex=ttl)
         finally:
             if locked:
-                state.eval(_DELETE_IF, 1, lock, mine)
+                _compare_and_delete(state, lock, mine)
         return token
 
     def fetch(self, timeout: float) -> tuple[str, int]:
@@ -146,20 +147,22 @@ class AccessTokens:
         )
         body = json_body(response) or {}
         token, expires = body.get("accessToken"), body.get("expireIn")
-        if 200 <= response.status_code < 300 and isinstance(token, str) and token:
+        if 200 <= response.status < 300 and isinstance(token, str) and token:
             life = expires if isinstance(expires, int) and expires > 0 else 7200
             return token, life - EARLY if life > 2 * EARLY else max(1, life // 2)
-        if response.status_code in (408, 425, 429) or response.status_code >= 500:
+        if response.status in (408, 425, 429) or response.status >= 500:
             classify(response)
         code, message = body.get("code") or "", str(body.get("message") or "")[:300]
         raise PermanentDeliveryError(
-            f"DingTalk refused an access token (HTTP {response.status_code} {code}: {message}); "
+            f"DingTalk refused an access token (HTTP {response.status} {code}: {message}); "
             "check app_key and app_secret",
-            status=response.status_code,
+            status=response.status,
         )
 
 
-_DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+def _compare_and_delete(state: Any, key: str, value: str) -> None:
+    """Delete ``key`` only if it still holds ``value`` (relay/state/lua/compare_and_delete.lua)."""
+    load_script(state, "compare_and_delete.lua")(keys=[key], args=[value])
 
 
 def _text(value: Any) -> str | None:
@@ -238,9 +241,7 @@ class DingTalkAppTarget(BaseTarget):
             response = self._post(url, body, token, timeout)
         return api_outcome(response)
 
-    def _post(
-        self, url: str, body: dict[str, Any], token: str, timeout: float
-    ) -> requests.Response:
+    def _post(self, url: str, body: dict[str, Any], token: str, timeout: float) -> HttpAnswer:
         return post_json(
             url,
             body,

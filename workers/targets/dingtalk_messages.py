@@ -19,13 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-
 from relay import __version__
 from relay.config.people import Mention
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError, TargetThrottled
 from relay.templates import TemplateError, render
-from workers.net.http import guarded_pool, send
+from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import DeliveryContext, DeliveryResult
 
@@ -182,7 +180,7 @@ def post_json(
     allow_private: bool,
     timeout: float,
     headers: dict[str, str] | None = None,
-) -> requests.Response:
+) -> HttpAnswer:
     """POST ``body`` as UTF-8 JSON (DingTalk insists on UTF-8) through the guarded pools."""
     return send(
         guarded_pool(allow_private),
@@ -198,9 +196,9 @@ def post_json(
     )
 
 
-def json_body(response: requests.Response) -> dict[str, Any] | None:
+def json_body(response: HttpAnswer) -> dict[str, Any] | None:
     try:
-        value = json.loads(response.content or b"null")
+        value = json.loads(response.body or b"null")
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -220,17 +218,17 @@ _HINTS = {
 }
 
 
-def robot_outcome(response: requests.Response, what: str) -> DeliveryResult:
+def robot_outcome(response: HttpAnswer, what: str) -> DeliveryResult:
     """Classify a custom-robot or sessionWebhook answer; ``what`` names the endpoint.
 
     Non-2xx goes through ``classify``. In a 2xx, ``errcode`` 0 is success; 130101 (and
     410100) mean DingTalk blocks the robot for 10 minutes; -1 is "system busy";
     every other code is permanent.
     """
-    if not 200 <= response.status_code < 300:
+    if not 200 <= response.status < 300:
         return classify(response)
     text = excerpt(response_text(response))
-    status = response.status_code
+    status = response.status
     body = json_body(response)
     code = body.get("errcode") if body else None
     if isinstance(code, str) and code.lstrip("-").isdigit():
@@ -266,12 +264,12 @@ _API_HINTS = {
 }
 
 
-def token_rejected(response: requests.Response) -> bool:
+def token_rejected(response: HttpAnswer) -> bool:
     """DingTalk refuses an expired or revoked token with ``InvalidAuthentication``
     (seen with HTTP 400 and 401); a bare 401 means the same."""
-    if response.status_code == 401:
+    if response.status == 401:
         return True
-    body = json_body(response) if 400 <= response.status_code < 500 else None
+    body = json_body(response) if 400 <= response.status < 500 else None
     return body is not None and body.get("code") == "InvalidAuthentication"
 
 
@@ -286,9 +284,9 @@ def fit_param(param: dict[str, str], field: str) -> str:
     return encoded
 
 
-def api_outcome(response: requests.Response) -> DeliveryResult:
+def api_outcome(response: HttpAnswer) -> DeliveryResult:
     """Classify a v1.0 API answer (HTTP status + ``{code, message}``)."""
-    status = response.status_code
+    status = response.status
     if 200 <= status < 300:
         return DeliveryResult(status=status, excerpt=excerpt(response_text(response)))
     body = json_body(response) or {}

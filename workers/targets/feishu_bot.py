@@ -26,7 +26,6 @@ import time
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from relay.config.models import TargetConfig
@@ -38,7 +37,7 @@ from relay.errors import (
 )
 from relay.templates import TemplateError, check_template, render
 from workers.net.addresses import check_url, safe_url
-from workers.net.http import guarded_pool, send
+from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import CLOSE, OPEN, TOKEN, defuse, fit, placeholders
@@ -194,9 +193,9 @@ class FeishuBotTarget(BaseTarget):
             payload = {**signature, **payload}
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def outcome(self, response: requests.Response) -> DeliveryResult:
+    def outcome(self, response: HttpAnswer) -> DeliveryResult:
         """``code`` 0 is success; every other code raises what it means."""
-        status = response.status_code
+        status = response.status
         if status == 429 or status >= 500 or 300 <= status < 400:
             return classify_redacted(response, self._redact)
         text = self._redact(response_text(response))

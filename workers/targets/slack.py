@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from relay.config.models import TargetConfig
@@ -30,7 +29,7 @@ from relay.errors import (
     TargetThrottled,
 )
 from workers.net.addresses import check_url
-from workers.net.http import guarded_pool, send
+from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
@@ -221,57 +220,57 @@ class SlackTarget(BaseTarget):
         return api_outcome(response, self.options.channel or "?")
 
 
-def _throttled(response: requests.Response, message: str, text: str) -> DeliveryError:
+def _throttled(response: HttpAnswer, message: str, text: str) -> DeliveryError:
     """Slack limits per channel, which is the whole target: it waits, if Slack said how long."""
     retry_after = parse_retry_after(response.headers.get("retry-after"))
-    status = response.status_code
+    status = response.status
     if retry_after is None:
         return RetryableDeliveryError(message, status=status, excerpt=text)
     return TargetThrottled(message, retry_after=retry_after, status=status, excerpt=text)
 
 
-def webhook_outcome(response: requests.Response) -> DeliveryResult:
+def webhook_outcome(response: HttpAnswer) -> DeliveryResult:
     """``ok`` is success; a known plain-text code is permanent whatever the status."""
     text = excerpt(response_text(response))
     code = text.strip()
-    if response.status_code == 429:
+    if response.status == 429:
         raise _throttled(response, "Slack rate limit (HTTP 429)", text)
     if code in WEBHOOK_ERRORS:
         message = f"Slack webhook: {code}: {WEBHOOK_ERRORS[code]}"
-        raise PermanentDeliveryError(message, status=response.status_code, excerpt=text)
+        raise PermanentDeliveryError(message, status=response.status, excerpt=text)
     return classify(response)
 
 
-def api_outcome(response: requests.Response, channel: str) -> DeliveryResult:
+def api_outcome(response: HttpAnswer, channel: str) -> DeliveryResult:
     """``{"ok": true}`` is success; ``ok: false`` is read by its ``error`` code."""
     text = excerpt(response_text(response))
-    if response.status_code == 429:
+    if response.status == 429:
         raise _throttled(response, "Slack rate limit (HTTP 429)", text)
-    if not 200 <= response.status_code < 300:
+    if not 200 <= response.status < 300:
         return classify(response)
     try:
-        data = json.loads(response.content)
+        data = json.loads(response.body)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
         raise PermanentDeliveryError(
             "chat.postMessage: the answer is not Slack Web API JSON; check api_base",
-            status=response.status_code,
+            status=response.status,
             excerpt=text,
         )
     if data["ok"]:
-        return DeliveryResult(status=response.status_code, excerpt=text)
+        return DeliveryResult(status=response.status, excerpt=text)
     code = str(data.get("error") or "unknown_error")
     if code in ("ratelimited", "rate_limited"):
         raise _throttled(response, f"chat.postMessage: {code}", text)
     if code in API_RETRYABLE:
         raise RetryableDeliveryError(
             f"chat.postMessage: {code} (a transient Slack failure)",
-            status=response.status_code,
+            status=response.status,
             excerpt=text,
         )
     needed = str(data.get("needed") or "chat:write")
     hint = API_ERRORS.get(code, "Slack refused the message").format(channel=channel, needed=needed)
     raise PermanentDeliveryError(
-        f"chat.postMessage: {code}: {hint}", status=response.status_code, excerpt=text
+        f"chat.postMessage: {code}: {hint}", status=response.status, excerpt=text
     )

@@ -18,7 +18,6 @@ import re
 from typing import Any, ClassVar, Literal
 
 import redis
-import requests
 from markupsafe import Markup
 from markupsafe import escape as html_escape
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -35,7 +34,7 @@ from relay.errors import (
 from relay.events import FileRef
 from relay.state import keys
 from workers.net.addresses import check_url, safe_url
-from workers.net.http import guarded_pool, send
+from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
@@ -208,16 +207,14 @@ class TelegramTarget(BaseTarget):
                 notes.append(f"{name}: sent before")
                 continue
             response = self.call(method, params, context)
-            status = response.status_code
+            status = response.status
             refused = outcome(response, method, self.where, self.options.chat_id)
             notes.append(f"{name}: not attached ({refused})" if refused else f"{name}: ok")
             if progress:
                 progress.mark(name)
         return DeliveryResult(status=status, excerpt=excerpt("; ".join(notes)))
 
-    def call(
-        self, method: str, params: dict[str, Any], context: DeliveryContext
-    ) -> requests.Response:
+    def call(self, method: str, params: dict[str, Any], context: DeliveryContext) -> HttpAnswer:
         url = f"{self.options.api_base}/bot{self.options.bot_token}/{method}"
         body = json.dumps(params, ensure_ascii=False).encode()
         return send(
@@ -257,19 +254,19 @@ class Progress:
             pipe.execute()
 
 
-def bot_api_json(response: requests.Response) -> dict[str, Any] | None:
+def bot_api_json(response: HttpAnswer) -> dict[str, Any] | None:
     """The Bot API's ``{"ok": …}`` object, or None if the body is something else."""
     try:
-        data = json.loads(response.content)
+        data = json.loads(response.body)
     except ValueError:
         return None
     return data if isinstance(data, dict) and isinstance(data.get("ok"), bool) else None
 
 
-def outcome(response: requests.Response, method: str, where: str, chat: int | str) -> str | None:
+def outcome(response: HttpAnswer, method: str, where: str, chat: int | str) -> str | None:
     """None on success; for a document Telegram could not fetch, its reason; else raises."""
     text = excerpt(response_text(response))
-    status = response.status_code
+    status = response.status
     data = bot_api_json(response)
     if data is None:
         if status == 429:

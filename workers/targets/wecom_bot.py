@@ -20,7 +20,6 @@ import re
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import requests
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from relay.config.models import TargetConfig
@@ -32,7 +31,7 @@ from relay.errors import (
     TargetThrottled,
 )
 from workers.net.addresses import check_url, safe_url
-from workers.net.http import guarded_pool, send
+from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.placeholders import TOKEN, defuse, fit, placeholders
@@ -178,9 +177,9 @@ class WeComBotTarget(BaseTarget):
             text["mentioned_mobile_list"] = list(self.options.mentioned_mobile_list)
         return {"msgtype": "text", "text": text}
 
-    def outcome(self, response: requests.Response) -> DeliveryResult:
+    def outcome(self, response: HttpAnswer) -> DeliveryResult:
         """``errcode`` 0 is success; every other code raises what it means."""
-        status = response.status_code
+        status = response.status
         if status == 429 or status >= 500 or 300 <= status < 400:
             return classify_redacted(response, self._redact)
         text = self._redact(response_text(response))

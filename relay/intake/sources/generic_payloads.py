@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from relay.config.loader import path_of
+from relay.config.paths import path_of
 from relay.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from relay.events import EVENT_TYPES, GroupEvent
 from relay.intake.sources.base import InboundRequest

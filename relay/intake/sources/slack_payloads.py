@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from relay.config.loader import path_of
+from relay.config.paths import path_of
 from relay.errors import BadRequest, Unprocessable
 from relay.events import GroupEvent
 

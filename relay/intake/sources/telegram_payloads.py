@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from relay.config.loader import path_of
+from relay.config.paths import path_of
 from relay.errors import Unprocessable
 from relay.events import FileRef, GroupEvent, Party
 

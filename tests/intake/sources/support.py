@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from relay import signing
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.errors import BadRequest
 from relay.intake.sources.base import InboundRequest, Source
 from relay.state import keys

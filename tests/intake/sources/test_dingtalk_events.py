@@ -25,7 +25,7 @@ from hypothesis import event as note
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.errors import ConfigError
 from relay.intake.sources.msgcrypt import MsgCrypt
 from relay.state import keys

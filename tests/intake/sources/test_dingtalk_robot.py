@@ -24,7 +24,7 @@ from hypothesis import event as note
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.errors import ConfigError, Unauthorized
 from relay.intake.sources import dingtalk_robot as dr
 from relay.state import keys

@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.config.models import parse_config
+from relay.config.loader import parse_config
 from relay.errors import ConfigError, Unauthorized
 from relay.intake.sources import wecom
 from relay.intake.sources.base import InboundRequest

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from werkzeug import Request, Response
 import workers.net.http as guard
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from workers.net.addresses import check_url, refusal, safe_url
-from workers.net.http import BlockedAddress, guarded_pool, send
+from workers.net.http import BlockedAddress, HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after
 
 SAVE_TIME_REFUSED = [
@@ -423,7 +424,7 @@ def test_response_body_read_is_capped(sink: HTTPServer, monkeypatch: pytest.Monk
     monkeypatch.setattr(guard, "MAX_BODY", 1000)
     sink.expect_request("/hook").respond_with_data("a" * 100_000)
     response = send(guarded_pool(True), "GET", sink.url_for("/hook"), timeout=2)
-    assert len(response.content) == 1000
+    assert len(response.body) == 1000
     # The connection with the rest of that body unread is not handed out again.
     sink.clear()
     sink.expect_request("/next").respond_with_data("next answer")
@@ -442,8 +443,46 @@ def test_json_body_and_default_headers(sink: HTTPServer) -> None:
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("group-relay/")
     assert response.json() == {"ok": True}
-    assert (response.status_code, response.headers["x-trace"]) == (200, "t1")
+    assert (response.status, response.headers["x-trace"]) == (200, "t1")
     assert response.url == sink.url_for("/hook")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "text"),
+    [
+        ("text/plain; charset=utf-8", "héllo".encode(), "héllo"),
+        ('text/plain; charset="ISO-8859-1"', "héllo".encode("latin-1"), "héllo"),
+        ("text/html", "héllo".encode(), "hÃ©llo"),  # text/* without a charset: ISO-8859-1
+        ("application/json", '{"a": "é"}'.encode(), '{"a": "é"}'),
+        ("application/octet-stream", b"h\xffi", "h\ufffdi"),  # else UTF-8, bad bytes replaced
+        ("text/plain; charset=no-such-charset", "héllo".encode(), "héllo"),
+    ],
+)
+def test_the_answer_text_is_decoded_by_its_charset(
+    sink: HTTPServer, content_type: str, body: bytes, text: str
+) -> None:
+    sink.expect_request("/hook").respond_with_data(body, content_type=content_type)
+    answer = send(guarded_pool(True), "GET", sink.url_for("/hook"), timeout=2)
+    assert answer.body == body
+    assert answer.text == text
+    assert answer.decode(limit=1) == text[:1]  # a limit counts bytes
+
+
+def test_the_answer_is_read_only_and_keeps_its_body_out_of_repr(sink: HTTPServer) -> None:
+    headers = [("X-Token-Echo", "s3cret"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+    sink.expect_request("/hook").respond_with_response(Response("s3cret body", headers=headers))
+    answer = send(guarded_pool(True), "GET", sink.url_for("/hook"), timeout=2)
+    assert answer.headers["x-token-echo"] == answer.headers["X-TOKEN-ECHO"] == "s3cret"
+    assert answer.headers.get("set-cookie") == "a=1, b=2"  # repeated headers joined
+    with pytest.raises(TypeError):
+        answer.headers["x-new"] = "1"  # type: ignore[index]
+    with pytest.raises(FrozenInstanceError):
+        answer.status = 500  # type: ignore[misc]
+    assert "s3cret" not in repr(answer) and "200" in repr(answer)
+    with pytest.raises(ValueError):
+        answer.json()
+    plain = HttpAnswer(status=200, headers={"Content-Type": "text/plain"}, body=b"", url="u")
+    assert plain.headers.get("content-type") == "text/plain"  # any mapping given is folded
 
 
 def test_own_headers_replace_the_defaults(sink: HTTPServer) -> None:
