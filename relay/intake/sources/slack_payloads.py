@@ -18,8 +18,11 @@ from relay.config.paths import path_of
 from relay.errors import BadRequest, Unprocessable
 from relay.events import GroupEvent
 
-# <@U123> or <@U123|name>; <!here>, <!channel> and <#C123> are left in the text as is.
+# <@U123> or <@U123|name>: the users a message mentions.
 _MENTION = re.compile(r"<@([A-Z0-9]{1,64})(?:\|([^<>|]{0,1024}))?>")
+# Any of Slack's angle-bracket forms: <@U…|name>, <#C…|name>, <!here>, <!subteam^S…|@team>,
+# <!date^…|fallback>, <https://…|label>, <mailto:…|label>.
+_MARKUP = re.compile(r"<([^<>|]{1,4096})(?:\|([^<>]{0,4096}))?>")
 _TS = re.compile(r"([0-9]{1,11})(?:\.([0-9]{1,9}))?")
 _LATEST = 4102444800  # 2100-01-01: a larger "ts" is not seconds (app_mention's event_ts is µs)
 RESPONSE_URL_TTL = timedelta(minutes=30)  # Slack: a response_url works for 30 minutes
@@ -69,6 +72,34 @@ def parse_ts(value: Any) -> datetime | None:
         return None
     micros = int((match.group(2) or "0")[:6].ljust(6, "0"))
     return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
+
+
+def plain_text(markup: str) -> str:
+    """Slack's message markup as a person reads it, so every target gets plain text.
+
+    ``<@U1|ada>`` → ``@ada`` (``@U1`` without a name), ``<#C1|ops>`` → ``#ops``,
+    ``<!here>`` → ``@here``, ``<!subteam^S1|@team>`` → ``@team``, ``<url|label>`` →
+    ``label (url)``, ``<url>`` → ``url``; then ``&lt;``, ``&gt;`` and ``&amp;``, the only
+    escapes Slack writes, are undone. The markup itself stays in ``raw``.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        target, label = match.group(1), match.group(2)
+        sigil, rest = target[:1], target[1:]
+        if sigil == "@":
+            return "@" + (label or rest)
+        if sigil == "#":
+            return "#" + (label or rest)
+        if sigil == "!":
+            if label:
+                return label
+            return "@" + rest.split("^", 1)[0]
+        if label and label != target:
+            return f"{label} ({target})"
+        return target
+
+    text = _MARKUP.sub(one, markup)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def mentions_in(text: str | None) -> list[dict[str, Any]]:
@@ -157,7 +188,7 @@ def _message_fields(event: dict[str, Any], bot_user_id: str | None) -> dict[str,
     return {
         "group": _party(channel),
         "sender": sender,
-        "text": text,
+        "text": plain_text(text) if text is not None else None,
         "mentions": mentions,
         "mentions_bot": bool(bot_user_id) and any(m["id"] == bot_user_id for m in mentions),
         "message_id": f"{channel}:{ts}" if channel and ts else None,
@@ -272,7 +303,7 @@ def event_from_command(
         "occurred_at": sent,
         "group": _party(form.get("channel_id"), form.get("channel_name") or None),
         "sender": _party(form.get("user_id"), form.get("user_name") or None),
-        "text": full,
+        "text": plain_text(full),
         "mentions": mentions,
         "mentions_bot": bool(bot_user_id) and any(m["id"] == bot_user_id for m in mentions),
         "reply": reply,

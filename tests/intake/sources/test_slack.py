@@ -282,12 +282,36 @@ MESSAGE = {
 }
 
 
+@pytest.mark.parametrize(
+    ("markup", "plain"),
+    [
+        ("a&lt;b &amp; c&gt;d", "a<b & c>d"),
+        ("&amp;lt; stays one level deep", "&lt; stays one level deep"),
+        ("<https://ci.example.com/42|build 42> failed", "build 42 (https://ci.example.com/42) failed"),
+        ("see <https://example.com>", "see https://example.com"),
+        ("mail <mailto:ada@example.com|Ada>", "mail Ada (mailto:ada@example.com)"),
+        ("in <#C0OPS0001|ops> and <#C0OTHER01>", "in #ops and #C0OTHER01"),
+        ("<!here> <!channel> <!everyone>", "@here @channel @everyone"),
+        ("<!subteam^S0TEAM001|@oncall> please", "@oncall please"),
+        ("<!date^1392734382^{date}|Feb 18, 2014> it is", "Feb 18, 2014 it is"),
+        ("*bold* _it_ `code` ~s~", "*bold* _it_ `code` ~s~"),
+    ],
+)
+def test_text_is_plain_text_with_the_markup_kept_in_raw(
+    client: FlaskClient, redis_client: redis.Redis, markup: str, plain: str
+) -> None:
+    event = accept(client, redis_client, envelope({**MESSAGE, "text": markup}))
+    assert event["text"] == plain
+    assert event["raw"]["event"]["text"] == markup
+
+
 def test_plain_message(client: FlaskClient, redis_client: redis.Redis) -> None:
     event = accept(client, redis_client, envelope(MESSAGE))
     assert event["type"] == "message.created"
     assert event["group"] == {"id": "C0OPS0001", "name": None}
     assert event["sender"] == {"id": "U0ADA0001", "name": None}
-    assert event["text"] == MESSAGE["text"]
+    assert event["text"] == "deploy done @U0GRACE01 @lin @grace @here #C0OTHER01"
+    assert event["raw"]["event"]["text"] == MESSAGE["text"]  # the platform's own markup
     assert event["mentions"] == [
         {"id": "U0GRACE01", "name": "grace"},
         {"id": "U0LIN0001", "name": "lin"},
@@ -609,7 +633,7 @@ def test_rich_text_without_text(client: FlaskClient, redis_client: redis.Redis) 
         }
     ]
     event = accept(client, redis_client, envelope({**MESSAGE, "text": "", "blocks": blocks}))
-    assert event["text"] == f"ping <@{BOT}> see https://example.com:tada:\n- a\n- b"
+    assert event["text"] == f"ping @{BOT} see https://example.com:tada:\n- a\n- b"
     assert event["mentions_bot"] is True
 
 
@@ -624,7 +648,7 @@ def test_slash_command(client: FlaskClient, redis_client: redis.Redis) -> None:
     assert response.get_json() == {"response_type": "ephemeral", "text": "Received"}
     event = stored_event(redis_client, response.headers["X-Relay-Event-Id"])
     assert event["type"] == "message.created"
-    assert event["text"] == f"/deploy relay to prod, cc <@U0GRACE01|grace> and <@{BOT}>"
+    assert event["text"] == f"/deploy relay to prod, cc @grace and @{BOT}"
     assert event["group"] == {"id": "C0OPS0001", "name": "ops"}
     assert event["sender"] == {"id": "U0ADA0001", "name": "ada"}
     assert event["mentions"] == [{"id": "U0GRACE01", "name": "grace"}, {"id": BOT, "name": None}]
