@@ -14,6 +14,7 @@ from relay.gunicorn_conf import (  # noqa: F401 - gunicorn reads these names
     forwarded_allow_ips,
     graceful_timeout,
     keepalive,
+    logger_class,
     threads,
     timeout,
     worker_class,

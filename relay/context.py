@@ -1,6 +1,10 @@
 """What a web or CLI process holds: settings, config, one Redis client, and the parts
 built on it (the intake with its sources, the outbox, the delivery store).
 
+Everything here answers a caller (a sender, an operator), so the client is
+``caller_client``: no retries, at most ``RELAY_REDIS_TIMEOUT`` per call, fast failures
+while Redis stalls (``relay.state.connection``).
+
 Workers hold their own ``workers.context.WorkerContext``.
 """
 
@@ -15,7 +19,7 @@ from relay.config.models import RelayConfig
 from relay.intake.accept import Intake
 from relay.intake.sources.base import Source
 from relay.settings import Settings
-from relay.state.connection import redis_client
+from relay.state.connection import caller_client
 from relay.state.deliveries import Store
 from relay.state.outbox import Outbox
 
@@ -44,4 +48,4 @@ class WebContext:
     def build(cls, settings: Settings, config: RelayConfig | None = None) -> WebContext:
         if config is None:
             config = load_config(settings.config, with_targets=False)
-        return cls(settings, config, redis_client(settings))
+        return cls(settings, config, caller_client(settings))

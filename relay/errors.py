@@ -8,6 +8,7 @@
     │   ├── BadRequest                400  body is not what the platform sends (bad JSON, ...)
     │   ├── Unauthorized              401  signature, token or timestamp does not verify
     │   ├── UnknownSource             404  no source with that id
+    │   ├── RequestTimeout            408  the body did not arrive within the read deadline
     │   ├── PayloadTooLarge           413  body over RELAY_MAX_BODY
     │   ├── UnsupportedMediaType      415  content type the source does not accept
     │   ├── Unprocessable             422  well-formed but not a valid event
@@ -59,6 +60,10 @@ class Unauthorized(IntakeError):
 
 class UnknownSource(IntakeError):
     status, code = 404, "unknown_source"
+
+
+class RequestTimeout(IntakeError):
+    status, code = 408, "request_timeout"
 
 
 class PayloadTooLarge(IntakeError):

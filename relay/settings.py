@@ -24,7 +24,14 @@ class Settings(BaseSettings):
 
     config: Path = Field(Path("relay.yaml"), description="Path of the YAML routing config.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for queues and records.")
-    redis_timeout: Duration = Field(2.0, description="Socket timeout of Redis calls at intake.")
+    redis_timeout: Duration = Field(
+        2.0,
+        gt=0,
+        description=(
+            "How long a caller (intake, poller, API, dashboard, CLI) waits for one Redis "
+            "call before answering 503; also the socket timeout of background loops."
+        ),
+    )
     max_body: Size = Field(1024 * 1024, description="Largest accepted request body.")
     retention: Duration = Field(7 * 86400, description="How long event and delivery records live.")
     dedupe_ttl: Duration | None = Field(

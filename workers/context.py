@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.config.kinds import build_targets, effective_rates
+from relay.config.limits import attempt_problems
 from relay.config.loader import load_config
 from relay.config.models import RelayConfig
 from relay.config.people import People
 from relay.config.rates import Rate
+from relay.errors import ConfigError
 from relay.settings import Settings
 from relay.state.connection import redis_client
 from relay.state.deliveries import Store
@@ -40,6 +42,14 @@ class WorkerContext:
             client, lease=self.settings.visibility_timeout, retention=self.settings.retention
         )
         self.targets: dict[str, Target] = build_targets(self.config)
+        too_long = attempt_problems(
+            self.config,
+            self.targets,
+            task_time_limit=self.settings.task_time_limit,
+            default_timeout=self.settings.http_timeout,
+        )
+        if too_long:  # every attempt would be cut off by the task limit: refuse to start
+            raise ConfigError(too_long)
         self.gate = TargetGate(client)
         self.rates = {
             target_id: effective_rates(config, _kind_rates(self.targets[target_id]))[0]

@@ -31,6 +31,7 @@ from relay.redact import redact
 from relay.state import keys
 from relay.state.deliveries import Begun
 from relay.state.gate import Admission, admission, breaker_state
+from relay.state.heartbeats import Holding
 from relay.state.lifecycle import AttemptOutcome, ClaimVerdict, DeliveryRecord, DeliveryStatus
 from relay.state.lua import ScriptCall, run_together
 from workers.concurrency import run_side_by_side
@@ -40,6 +41,7 @@ from workers.targets.base import DeliveryContext
 
 log = structlog.get_logger("relay.delivery")
 LOCK_MARGIN = 5.0  # the task is killed at its time limit; the lock outlives it a little
+_SPREAD = frozenset({"circuit_open", "circuit_probing", "concurrency_limited"})
 
 
 def _attempt(
@@ -109,8 +111,11 @@ def _wait(
     *,
     token: str,
 ) -> str:
-    """Park a delivery the target cannot take now; the attempt is not spent."""
-    wait = admission.wait + random.uniform(0, min(1.0, admission.wait * 0.1))
+    """Park a delivery the target cannot take now; the attempt is not spent. Waiters for
+    a sick target (breaker, attempts in flight) wake spread over half their wait again,
+    so a backlog parked together does not come back as one burst in the shared queue."""
+    spread = admission.wait * 0.5 if admission.reason in _SPREAD else min(1.0, admission.wait * 0.1)
+    wait = admission.wait + random.uniform(0, spread)
     ctx.store.park(
         delivery_id, time.time() + wait, admission.reason, attempts=attempts, token=token
     )
@@ -163,15 +168,18 @@ def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
     return run_deliveries(ctx, [delivery_id])[0]
 
 
-def run_deliveries(ctx: WorkerContext, delivery_ids: Sequence[str]) -> list[str]:
+def run_deliveries(
+    ctx: WorkerContext, delivery_ids: Sequence[str], *, holding: Holding | None = None
+) -> list[str]:
     """Run one attempt of each delivery still due, side by side; what happened to each.
 
     The deliveries of one task message are claimed in one round trip and pass the
-    target gate in another; each then sends and finishes on its own.
+    target gate in another; each then sends and finishes on its own. ``holding`` notes
+    the runs as this worker's, to be given back at once if it dies.
     """
     lock_ttl = ctx.settings.task_time_limit + LOCK_MARGIN
     claims = [(delivery_id, uuid.uuid4().hex) for delivery_id in delivery_ids]
-    begun = ctx.store.begin_many(claims, lock_ttl, time.time() + lock_ttl)
+    begun = ctx.store.begin_many(claims, lock_ttl, time.time() + lock_ttl, holding=holding)
     outcomes: list[str] = [""] * len(delivery_ids)
     ready: list[tuple[int, _Claimed]] = []
     for n, (delivery_id, claim) in enumerate(zip(delivery_ids, begun, strict=True)):
@@ -187,6 +195,8 @@ def run_deliveries(ctx: WorkerContext, delivery_ids: Sequence[str]) -> list[str]
             rates=ctx.rates[c.target.id],
             circuit=c.target.circuit,
             probe_ttl=lock_ttl,
+            max_in_flight=c.target.max_in_flight,
+            slow_after=c.target.circuit.slow_after(c.target.timeout or ctx.settings.http_timeout),
         )
         for _, c in ready
     ]

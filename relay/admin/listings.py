@@ -49,6 +49,7 @@ class Listings:
         self.runtime = runtime
         self.store = runtime.store
         self.redactor = Redactor(runtime.config.secrets)
+        self.admin_redactor = Redactor(runtime.config.secrets, reveal_replies=True)
 
     def events(self, f: EventFilter, *, limit: int = 50, cursor: Cursor | None = None) -> Page:
         """Events newest first by time received."""
@@ -84,19 +85,21 @@ class Listings:
         shown = self.redactor.text(text if isinstance(text, str) else "") or ""
         return needle.casefold() in shown.casefold()
 
-    def event(self, event_id: str) -> dict[str, Any] | None:
-        """One event, each of its deliveries and every attempt of each."""
+    def event(self, event_id: str, *, reveal_replies: bool = False) -> dict[str, Any] | None:
+        """One event, each of its deliveries and every attempt of each; reply URLs only
+        with ``reveal_replies`` (an admin asks)."""
         [record] = self.store.event_fields([event_id])
         event = _loads(record.get("data"))
         if not isinstance(event, dict):
             return None
         deliveries = [
-            self.delivery(delivery_id, with_event=False)
+            self.delivery(delivery_id, with_event=False, reveal_replies=reveal_replies)
             for delivery_id in self.store.event_delivery_ids(event_id)
         ]
+        redactor = self.admin_redactor if reveal_replies else self.redactor
         return {
-            **event_summary(event_id, event, record, self.redactor),
-            "event": self.redactor.deep(event),
+            **event_summary(event_id, event, record, redactor),
+            "event": redactor.event(event),
             "deliveries": [d for d in deliveries if d is not None],
         }
 
@@ -152,20 +155,23 @@ class Listings:
                 yield [(cursor.member, cursor.score)]
         yield from Walk(self.store, keys.EVENTS, cursor, until=f.until, since=f.since).batches()
 
-    def delivery(self, delivery_id: str, *, with_event: bool = True) -> dict[str, Any] | None:
+    def delivery(
+        self, delivery_id: str, *, with_event: bool = True, reveal_replies: bool = False
+    ) -> dict[str, Any] | None:
         """One delivery with every attempt (and the event, from its record or the copy a
-        dead letter keeps)."""
+        dead letter keeps); reply URLs only with ``reveal_replies``."""
         d = self.store.delivery(delivery_id)
         if d is None:
             return None
-        view = delivery_view(d, self.redactor)
+        redactor = self.admin_redactor if reveal_replies else self.redactor
+        view = delivery_view(d, redactor)
         kind = self._target_kind(d.target or "")
         view["attempts_log"] = [
-            attempt_view(a, d, kind, self.redactor) for a in self.store.attempts(delivery_id)
+            attempt_view(a, d, kind, redactor) for a in self.store.attempts(delivery_id)
         ]
         if with_event:
             event = _loads(self.store.event_data(d.event_id or "") or d.event)
-            view["event"] = self.redactor.deep(event) if isinstance(event, dict) else None
+            view["event"] = redactor.event(event) if isinstance(event, dict) else None
         return view
 
     def _target_kind(self, target_id: str) -> str | None:

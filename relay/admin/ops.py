@@ -101,7 +101,7 @@ class Ops(Listings):
         return {
             "id": target_id,
             "kind": config.kind,
-            **self.gate.status(target_id, rates),
+            **self.gate.status(target_id, rates, config.max_in_flight),
             "rate_limit_source": origin,
             "windows": {
                 name: self.stats.target_window(target_id, s) for name, s in WINDOWS.items()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from relay.redact import redact
+from relay.redact import hide_reply_urls, hide_url, redact
 from relay.state.lifecycle import PUBLIC_FIELDS, DeliveryRecord, Kind, integer, number
 
 TEXT_PREVIEW = 500  # characters of an event's text in a listing
@@ -21,13 +21,28 @@ RESPONSE_CAP = 2048  # characters of a target's answer shown per attempt
 # ``workers.targets``), so the web process can show a target's rate windows without
 # loading target code; tests/api/test_targets.py checks this table against the adapters.
 class Redactor:
-    """Replaces every configured secret (and URL passwords, token-like query values)."""
+    """Replaces every configured secret (and URL passwords, token-like query values).
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    Reply URLs (an event's ``reply``, DingTalk's ``sessionWebhook``, Slack's
+    ``response_url``) let their holder post into the group as the bot, so they are cut to
+    their host unless ``reveal_replies`` (an admin's view); workers read the stored event.
+    """
+
+    def __init__(self, secrets: Iterable[str], *, reveal_replies: bool = False) -> None:
         self.secrets = tuple(sorted(secrets, key=len, reverse=True))
+        self.reveal_replies = reveal_replies
 
     def text(self, value: str | None) -> str | None:
-        return redact(value, self.secrets)
+        return redact(value, self.secrets, reply_urls=not self.reveal_replies)
+
+    def event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A whole event (its ``reply`` and ``raw`` included) as this reader may see it."""
+        if not self.reveal_replies:
+            event = hide_reply_urls(event)
+            reply = event.get("reply")
+            if isinstance(reply, dict) and isinstance(reply.get("url"), str):
+                event["reply"] = {**reply, "url": hide_url(reply["url"])}
+        return dict(self.deep(event))
 
     def deep(self, value: Any) -> Any:
         if isinstance(value, str):

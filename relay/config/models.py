@@ -21,6 +21,19 @@ from relay.events import EVENT_TYPES
 from relay.templates import check_template
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# Half the Procfile worker's 64 green threads: one hung target leaves the other half free.
+DEFAULT_MAX_IN_FLIGHT = 32
+
+
+def max_in_flight_value(value: object) -> int | None:
+    """A cap on a target's attempts running at once: a whole number ≥ 1, or ``off``."""
+    if value is False or value == "off":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"{value!r} is not a cap on attempts in flight: a whole number ≥ 1, or off")
 
 
 class _Strict(BaseModel):
@@ -65,6 +78,10 @@ class TargetConfig(_Strict):
         None, description="Rates such as 20/min; off for none; unset for the kind's default."
     )
     circuit: CircuitPolicy = CircuitPolicy()
+    max_in_flight: int | None = Field(
+        DEFAULT_MAX_IN_FLIGHT,
+        description="Attempts running at once, across all workers; more wait. off for no cap.",
+    )
     template: str | None = Field(None, description="Jinja2 template of the message.")
     options: Any = None
 
@@ -72,6 +89,11 @@ class TargetConfig(_Strict):
     @classmethod
     def _rates(cls, value: object) -> object:
         return rates_value(value)
+
+    @field_validator("max_in_flight", mode="before")
+    @classmethod
+    def _in_flight(cls, value: object) -> int | None:
+        return max_in_flight_value(value)
 
     @field_validator("template")
     @classmethod

@@ -3,7 +3,9 @@
 A session stores the key's id, never the key; each request checks that the session is
 still live in Redis and its key still active, so logging out or revoking the key ends
 it at once. Every state change goes through ``action``: a valid CSRF token (else 400),
-then the scope (``read`` < ``replay`` < ``admin``; else 403), both refusals audited.
+then the scope (``read`` < ``replay`` < ``admin``; else 403), both refusals audited. A
+failed login comes from nobody known, so those are aggregated per address and minute
+(``audit_refusal``); a logged-in key's refusals name the key and are written each.
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ def actor() -> Actor:
 
 def audit(action: str, *, actor: str, outcome: str, target: str = "", detail: str = "") -> None:
     AuditLog(sessions.runtime().redis).record(
+        action,
+        actor=actor,
+        target=target,
+        outcome=outcome,
+        remote_addr=request.remote_addr,
+        detail=detail,
+    )
+
+
+def audit_refusal(
+    action: str, *, actor: str, outcome: str, target: str = "", detail: str = ""
+) -> None:
+    """A refusal of someone not logged in: aggregated per address and minute, so a flood
+    of them (a script guessing keys at the login form) cannot rotate the audit log."""
+    AuditLog(sessions.runtime().redis).record_failure(
         action,
         actor=actor,
         target=target,
@@ -157,14 +174,15 @@ def login() -> ResponseReturnValue:
             return redirect(target)
         return render_template("dashboard/login.html", next=target)
     if not csrf.valid():
-        audit("login", actor="-", outcome="failed", detail="dashboard: missing or bad CSRF token")
+        why = "dashboard: missing or bad CSRF token"
+        audit_refusal("login", actor="-", outcome="failed", detail=why)
         error = "The form expired; please try again."
         return render_template("dashboard/login.html", next=target, error=error), 400
     token = request.form.get("key", "").strip()
     found = ApiKeys(sessions.runtime().redis).verify(token) if len(token) <= MAX_TOKEN else None
     if found is None:
         claimed = _CLAIMED_ID.match(token)
-        audit(
+        audit_refusal(
             "login",
             actor=claimed.group(1) if claimed else "-",
             outcome="failed",

@@ -9,7 +9,7 @@ from flask import abort, render_template, request
 from flask.typing import ResponseReturnValue
 
 from relay.admin.query import Cursor, EventFilter, parse_time
-from relay.dashboard.auth import ops
+from relay.dashboard.auth import can, ops
 from relay.dashboard.blueprint import dashboard
 
 CHART_MINUTES = 60
@@ -117,7 +117,7 @@ def events() -> ResponseReturnValue:
 
 @dashboard.get("/events/<event_id>")
 def event(event_id: str) -> ResponseReturnValue:
-    found = ops().event(event_id)
+    found = ops().event(event_id, reveal_replies=can("admin"))
     if found is None:
         abort(404, "No such event, or it is past its retention.")
     return render_template("dashboard/event.html", event=found)
@@ -125,7 +125,7 @@ def event(event_id: str) -> ResponseReturnValue:
 
 @dashboard.get("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> ResponseReturnValue:
-    found = ops().delivery(delivery_id)
+    found = ops().delivery(delivery_id, reveal_replies=can("admin"))
     if found is None:
         abort(404, "No such delivery, or it is past its retention.")
     return render_template("dashboard/delivery.html", delivery=found)

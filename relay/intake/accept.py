@@ -19,10 +19,12 @@ from relay.errors import TooManyRequests, Unavailable, Unprocessable
 from relay.intake.sources.base import Parsed, Source
 from relay.settings import Settings
 from relay.state import keys
+from relay.state.connection import RedisStalled
 from relay.state.outbox import Outbox
 from relay.state.windows import SlidingWindows
 
 log = structlog.get_logger("relay.intake")
+RETRY_AFTER = 5  # seconds a sender is asked to wait after a 503
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,35 @@ class Intake:
             return
         try:
             wait = self.windows.acquire(lambda i: keys.source_rate(source_id, i), rates)
-        except redis.RedisError:
-            raise Unavailable("the queue is unreachable; retry later", retry_after=5) from None
+        except redis.RedisError as exc:
+            raise self.unavailable(source_id, exc, wrote=False) from None
         if wait > 0:
             limits = ", ".join(str(rate) for rate in rates)
             raise TooManyRequests(
                 f"source {source_id!r} is over its inbound limit ({limits})",
                 retry_after=max(1, math.ceil(wait)),
             )
+
+    def unavailable(self, source_id: str, exc: redis.RedisError, *, wrote: bool) -> Unavailable:
+        """The 503 for a Redis failure, saying what the sender should do.
+
+        Never retried here: a write that timed out may have been applied. The sender's
+        resend is the safe retry, since the intake script answers a resend of a stored
+        event as a duplicate (for sources whose events carry an id)."""
+        log.error("intake.unavailable", source=source_id, error=type(exc).__name__)
+        timeout = self.settings.redis_timeout
+        if isinstance(exc, RedisStalled):
+            detail = f"the queue did not answer within {timeout:g}s moments ago; not queued"
+        elif isinstance(exc, redis.TimeoutError) and wrote:
+            detail = (
+                f"the queue did not answer within {timeout:g}s; send the event again "
+                "(if it was queued after all, the resend is answered as a duplicate)"
+            )
+        elif isinstance(exc, redis.TimeoutError):
+            detail = f"the queue did not answer within {timeout:g}s; not queued"
+        else:
+            detail = "the queue is unreachable; not queued"
+        return Unavailable(f"{detail}; retry later", retry_after=RETRY_AFTER)
 
     def dedupe_ttl(self, source_id: str) -> float:
         """The source's own window, else the global override, else its kind's default."""
@@ -95,8 +118,7 @@ class Intake:
                 single_use_ttl=parsed.single_use_ttl,
             )
         except redis.RedisError as exc:
-            log.error("intake.unavailable", source=source_id, error=type(exc).__name__)
-            raise Unavailable("the queue is unreachable; retry later", retry_after=5) from None
+            raise self.unavailable(source_id, exc, wrote=True) from None
         if earlier is not None:
             return Accepted(earlier, duplicate=True)
         return Accepted(event.id, duplicate=False)

@@ -24,9 +24,11 @@ import redis
 import requests
 import structlog
 
+from relay.addresses import check_url
 from relay.backoff import full_jitter
 from relay.errors import IntakeError, RelayError
 from relay.events import GroupEvent
+from relay.guarded import BlockedAddress, guarded_session
 from relay.intake.accept import Intake
 from relay.intake.sources.base import Parsed
 from relay.intake.sources.telegram import TelegramSource
@@ -91,8 +93,15 @@ class Poller:
         self.source_id = source_id
         self.source: TelegramSource = source
         self.api_base: str = source.options.api_base
+        allow_private = source.options.allow_private
+        try:
+            check_url(self.api_base, allow_private)
+        except ValueError as exc:
+            raise PollError(f"sources.{source_id}.api_base: {exc}") from None
         self._own_session = session is None
-        self.session = session or requests.Session()
+        # The guard every outbound request has: vetted addresses only, no environment
+        # proxies, and (in ``fetch``) no redirects.
+        self.session = session or guarded_session(allow_private)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
@@ -145,8 +154,13 @@ class Poller:
         self.waiting = True
         try:
             response = self.session.get(
-                self.source.method_url("getUpdates"), params=self._params(), timeout=timeout
+                self.source.method_url("getUpdates"),
+                params=self._params(),
+                timeout=timeout,
+                allow_redirects=False,
             )
+        except BlockedAddress as exc:
+            raise PollError(f"sources.{self.source_id}.api_base: {exc}") from None
         except requests.RequestException as exc:
             reason = f"{type(exc).__name__}: {self._redacted(str(exc))}"
             raise PollRetryLater(reason, self._backoff()) from None

@@ -15,7 +15,9 @@ intake is the path every event takes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -23,17 +25,20 @@ from typing import Any
 import redis
 import structlog
 from werkzeug.datastructures import EnvironHeaders, Headers
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from relay.errors import (
+    BadRequest,
     IntakeError,
     PayloadTooLarge,
+    RequestTimeout,
     TooManyRequests,
     Unavailable,
     UnknownSource,
 )
 from relay.intake.accept import Intake
+from relay.intake.deadline import DEADLINES
 from relay.intake.sources.base import InboundRequest, Reply
 from relay.state import stats
 
@@ -42,6 +47,9 @@ PREFIX = "/hooks/"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _METHOD_NOT_ALLOWED = b'{"error": "method_not_allowed", "detail": "use POST"}'
 _INTERNAL = b'{"error": "internal_error", "detail": "the relay failed; see its log"}'
+# Seconds a request's body may take to arrive. Platforms send a few KiB from a data
+# centre in milliseconds, and Feishu gives up on an answer after 3 s anyway.
+BODY_DEADLINE = 5.0
 
 
 class IntakeRoute:
@@ -108,18 +116,17 @@ class _HeaderView(Mapping[str, Sequence[str]]):
         return sum(1 for _ in self)
 
 
-def _inbound(request: Request, max_body: int) -> InboundRequest:
+def _inbound(request: Request, max_body: int, deadline: float = BODY_DEADLINE) -> InboundRequest:
     length = request.content_length
     if length is not None and length > max_body:
+        _stop_reading(request.environ)
         raise PayloadTooLarge(f"body is {length} bytes; the limit is {max_body}")
     # Read one byte past the limit: a chunked body has no length to check up front, and
     # werkzeug's limited stream would otherwise just stop at the limit (a silent cut).
     request.max_content_length = max_body + 1
-    try:
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        body = b"\0" * (max_body + 1)
+    body = _read_body(request, max_body, deadline)
     if len(body) > max_body:
+        _stop_reading(request.environ)
         raise PayloadTooLarge(f"body is larger than the limit of {max_body} bytes")
     environ = request.environ
     return InboundRequest(
@@ -131,6 +138,52 @@ def _inbound(request: Request, max_body: int) -> InboundRequest:
         else {},
         remote_addr=request.remote_addr,
     )
+
+
+def _read_body(request: Request, max_body: int, deadline: float) -> bytes:
+    """The whole body within ``deadline`` seconds, else ``RequestTimeout``.
+
+    Gunicorn's threads read a body in blocking mode with no time limit (its ``timeout``
+    is the worker's heartbeat, not a read limit), so a client trickling its body would
+    hold a request thread for as long as it likes. Where the server exposes the
+    connection's socket, ``DEADLINES`` shuts it for reading when the time is up, which
+    ends the read; a deployment behind a buffering proxy (deploy/nginx.conf) never
+    gets here with a slow body.
+    """
+    environ = request.environ
+    sock = _client_socket(environ)
+    ticket = DEADLINES.watch(sock, deadline) if sock is not None else None
+    ends = time.monotonic() + deadline
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        body = b"\0" * (max_body + 1)
+    except (ClientDisconnected, OSError):
+        body = None
+    in_time = DEADLINES.cancel(ticket) if ticket is not None else time.monotonic() < ends
+    if not in_time:  # a shut socket reads as the end of the body: never trust that body
+        raise RequestTimeout(f"the body did not arrive within {deadline:g}s")
+    length = request.content_length
+    if body is None or (length is not None and len(body) < length):
+        _stop_reading(environ)
+        raise BadRequest("the connection ended before the body was complete")
+    return body
+
+
+def _client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
+    """The connection's socket, where the server puts it in the environ."""
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _stop_reading(environ: Mapping[str, Any]) -> None:
+    """Stop reading a body the relay has refused: the server would otherwise drain the
+    rest before the next request on the connection, at the client's pace, holding its
+    thread all the while. The answer still goes out; the connection then ends."""
+    sock = _client_socket(environ)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
 
 
 def _respond(reply: Reply) -> Response:

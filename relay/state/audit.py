@@ -3,6 +3,12 @@
 Kept in a Redis stream (``relay:audit``), capped at ``MAX_ENTRIES``, newest last; the
 API and the dashboard read it and ``relay keys`` writes to it. Entries hold key ids,
 never key secrets, and the caller passes only values that are safe to show.
+
+Refusals (``record_failure``) come from callers nobody vouches for, so they are
+aggregated per action, address and minute (``lua/audit_failure.lua``): the first is an
+entry, the rest a count written as one summary entry, and past ``MAX_SOURCES`` addresses
+a minute the rest count together under ``*``. One client can then add a few entries a
+minute, never rotate the history out; summing ``count`` gives every refusal.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from typing import Any
 import redis
 
 from relay.state import keys
+from relay.state.lua import load_script
 
 MAX_ENTRIES = 100_000
+MAX_SOURCES = 100  # (action, address) pairs a minute with refusal entries of their own
+FAILURE_BUCKET_TTL = 7 * 86400  # s: a minute's counts wait this long for their summary
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class AuditEntry:
     outcome: str  # ok | denied | failed
     remote_addr: str
     detail: str
+    count: int = 1  # refusals this entry stands for (a summary counts several)
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -36,6 +46,7 @@ class AuditEntry:
 class AuditLog:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self._failure = load_script(client, "audit_failure.lua")
 
     def record(
         self,
@@ -47,6 +58,7 @@ class AuditLog:
         remote_addr: str | None = None,
         detail: str = "",
     ) -> None:
+        self.flush()  # refusals counted before this action come before it in the log
         self.redis.xadd(
             keys.AUDIT,
             {
@@ -62,6 +74,42 @@ class AuditLog:
             approximate=True,
         )
 
+    def record_failure(
+        self,
+        action: str,
+        *,
+        actor: str = "-",
+        target: str = "",
+        outcome: str = "denied",
+        remote_addr: str | None = None,
+        detail: str = "",
+    ) -> bool:
+        """A refused call, aggregated per action, address and minute; true if it got an
+        entry of its own, false if it was only counted (a summary will show it)."""
+        written = self._run_failure(
+            "0", action, actor, target[:512], outcome, remote_addr or "", detail[:1024]
+        )
+        return bool(written)
+
+    def flush(self) -> None:
+        """Write the pending refusal counts as summary entries (done before each read)."""
+        self._run_failure("1", "", "", "", "", "", "")
+
+    def _run_failure(self, flush_only: str, *fields: str) -> int:
+        return int(
+            self._failure(
+                keys=[keys.AUDIT, keys.AUDIT_PENDING],
+                args=[
+                    keys.audit_failures(),
+                    MAX_ENTRIES,
+                    MAX_SOURCES,
+                    FAILURE_BUCKET_TTL,
+                    flush_only,
+                    *fields,
+                ],  # fmt: skip
+            )
+        )
+
     def entries(
         self,
         *,
@@ -73,6 +121,8 @@ class AuditLog:
         """Newest first; ``before`` (an entry id) pages back through older ones."""
         if before is not None and _is_zero_id(before):
             return []  # nothing is older, and Redis refuses the exclusive bound "(0-0"
+        if before is None:
+            self.flush()  # the first page shows every refusal counted so far
         found: list[AuditEntry] = []
         cursor = f"({before}" if before else "+"
         while len(found) < limit:
@@ -108,4 +158,5 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:
         outcome=data.get("outcome", ""),
         remote_addr=data.get("remote_addr", ""),
         detail=data.get("detail", ""),
+        count=int(data["count"]) if data.get("count", "").isdigit() else 1,
     )

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from relay.state import keys
+from relay.state.heartbeats import Holding
 from relay.state.lifecycle import AttemptOutcome, ClaimVerdict, DeliveryRecord, DeliveryStatus
 from relay.state.lua import ScriptCall, load_script, run_together
 from relay.state.records import Records
@@ -76,15 +77,24 @@ class Store(Records):
         return self.begin_many([(delivery_id, token)], lock_ttl, deadline)[0]
 
     def begin_many(
-        self, claims: Sequence[tuple[str, str]], lock_ttl: float, deadline: float
+        self,
+        claims: Sequence[tuple[str, str]],
+        lock_ttl: float,
+        deadline: float,
+        *,
+        holding: Holding | None = None,
     ) -> list[Begun]:
-        """``begin`` for each ``(delivery id, token)``, all in one round trip."""
+        """``begin`` for each ``(delivery id, token)``, all in one round trip. With a
+        ``holding``, each run is noted in its worker's held hash in the same script, so
+        the run is given back at once if that worker dies (``relay.state.heartbeats``)."""
         now = f"{time.time():.6f}"
         calls = [
             ScriptCall(
                 self._begin,
-                [keys.delivery(delivery_id), keys.lock(delivery_id), keys.INFLIGHT, keys.SCHEDULE],
-                [token, int(lock_ttl * 1000), now, deadline, delivery_id, keys.event("")],
+                [keys.delivery(delivery_id), keys.lock(delivery_id), keys.INFLIGHT, keys.SCHEDULE]
+                + ([holding.key] if holding else []),
+                [token, int(lock_ttl * 1000), now, deadline, delivery_id, keys.event("")]
+                + ([holding.run_field(delivery_id)] if holding else []),
             )
             for delivery_id, token in claims
         ]

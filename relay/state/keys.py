@@ -13,6 +13,11 @@ INFLIGHT = PREFIX + "inflight"  # ZSET "fanout:<event>" / "deliver:<delivery>" -
 DLQ = PREFIX + "dlq"  # ZSET delivery_id -> time it died
 EVENTS = PREFIX + "events"  # ZSET event_id -> received time
 SCHEDULER_HEARTBEAT = PREFIX + "scheduler:heartbeat"
+WORKERS = PREFIX + "workers"  # ZSET worker id -> its last heartbeat (Redis's clock, epoch s)
+# kombu's Redis transport keeps each reserved message here until it is acked (its default
+# names: the Celery app does not change them): tag -> [message, exchange, routing key]
+KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"  # ZSET delivery tag -> when it was reserved
 
 
 def deliver_queue(family: str) -> str:
@@ -51,6 +56,12 @@ def lock(delivery_id: str) -> str:
     return f"{PREFIX}lock:{delivery_id}"
 
 
+def worker_held(worker_id: str) -> str:
+    """HASH: what one worker holds: ``<delivery tag>`` -> ``""`` per reserved message, and
+    ``<delivery tag> deliver:<delivery id>`` -> lock token per run begun from it."""
+    return f"{PREFIX}worker:{worker_id}:held"
+
+
 def target_state(target_id: str) -> str:
     """Hash: pause flag, circuit state and counters of one target."""
     return f"{PREFIX}target:{target_id}:state"
@@ -66,6 +77,16 @@ def target_throttle(target_id: str) -> str:
     return f"{PREFIX}target:{target_id}:throttle"
 
 
+def target_running(target_id: str) -> str:
+    """ZSET of the target's attempts in flight: token -> end of its lease (ms)."""
+    return f"{PREFIX}target:{target_id}:running"
+
+
+def target_slow(target_id: str) -> str:
+    """ZSET of the running attempts' slow-call deadlines (ms); ``inf`` once counted."""
+    return f"{PREFIX}target:{target_id}:slow"
+
+
 def target_rate(target_id: str, rate_index: int) -> str:
     """ZSET of the send times inside one rate's sliding window."""
     return f"{PREFIX}target:{target_id}:rate:{rate_index}"
@@ -73,6 +94,13 @@ def target_rate(target_id: str, rate_index: int) -> str:
 
 API_KEYS = PREFIX + "apikeys"  # SET of key ids
 AUDIT = PREFIX + "audit"  # STREAM of operator actions and auth failures
+AUDIT_PENDING = PREFIX + "audit:pending"  # ZSET of refusal counts not yet in the stream
+
+
+def audit_failures(minute: int | str = "") -> str:
+    """HASH of one minute's refusals by action, outcome and address (first entry id and
+    the count not yet written); ``""`` gives the prefix the script appends minutes to."""
+    return f"{PREFIX}audit:failures:{minute}"
 
 
 def api_key(key_id: str) -> str:

@@ -6,6 +6,12 @@ item moves in one Redis script that first checks it is still due:
 - the schedule (retry backoff and other waits) → the delivery's Celery queue;
 - the in-flight set: a task whose deadline passed (its message was lost, or its
   worker died) is pushed again; the delivery's own status check drops duplicates.
+
+And one watch: a worker whose heartbeat stopped (``relay.state.heartbeats``) has its
+reserved messages put back in their queues and the locks of its begun runs released,
+seconds after it died instead of at those deadlines. The watch waits until this
+scheduler has seen Redis answer for ``DEAD_AFTER`` without a break: after a Redis outage
+every worker's beat is old, and none of them is dead for that.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import redis
 import structlog
 
 from relay.state import keys
+from relay.state.heartbeats import DEAD_AFTER, Heartbeats
 from relay.state.outbox import Outbox
 
 log = structlog.get_logger("relay.scheduler")
@@ -38,6 +45,9 @@ class Scheduler:
         self.retention = retention
         self.batch = batch
         self._last_trim = 0.0
+        self.heartbeats = Heartbeats(client)
+        self.dead_after = DEAD_AFTER
+        self._watching_since: float | None = None  # monotonic; None after a Redis error
 
     def _queue_of(self, delivery_id: str) -> str | None:
         name = self.redis.hget(keys.delivery(delivery_id), "queue")
@@ -70,6 +80,29 @@ class Scheduler:
                 log.warning("scheduler.requeued_lost_task", task=member)
         return requeued
 
+    def recover_dead_workers(self) -> int:
+        """Give back the work of each worker whose heartbeat stopped; how many workers."""
+        recovered = 0
+        for worker_id in self.heartbeats.dead(self.dead_after, self.batch):
+            done = self.heartbeats.recover(worker_id, self.dead_after)
+            if done is None:  # it beat again meanwhile: alive after all
+                continue
+            recovered += 1
+            log.warning(
+                "scheduler.recovered_dead_worker",
+                worker=worker_id,
+                messages=done.messages,
+                runs=done.released,
+                made_due=done.made_due,
+            )
+        return recovered
+
+    def _watching(self) -> bool:
+        """Whether Redis has answered this scheduler for ``dead_after`` without a break."""
+        if self._watching_since is None:
+            self._watching_since = time.monotonic()
+        return time.monotonic() - self._watching_since >= self.dead_after
+
     def trim(self, now: float) -> None:
         """Drop index entries of events older than the retention period (once a minute)."""
         if now - self._last_trim >= 60:
@@ -78,6 +111,8 @@ class Scheduler:
 
     def tick(self) -> tuple[int, int]:
         now = time.time()
+        if self._watching():
+            self.recover_dead_workers()
         released = self.release_due(now)
         requeued = self.requeue_lost(now)
         self.trim(now)
@@ -90,6 +125,7 @@ class Scheduler:
             try:
                 released, requeued = self.tick()
             except redis.RedisError as exc:
+                self._watching_since = None
                 log.error("scheduler.redis_error", error=type(exc).__name__)
                 stop.wait(min(5.0, max(self.interval, 1.0)))
                 continue

@@ -215,7 +215,8 @@ def test_up_runs_a_first_event_end_to_end_and_stops_on_sigterm(
     assert "Ctrl-C to stop" in up.output
 
     tree = up.wait_for_children("redis-server", "gunicorn", "celery", "relay.cli scheduler")
-    client = redis.Redis.from_url(redis_url_in(up.output))
+    assert redis_url_in(up.output).startswith("redis://:***@")  # the password is not shown
+    client = redis.Redis.from_url((workdir / ".relay" / "redis" / "url").read_text().strip())
     try:
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("dir")["dir"] == str(workdir / ".relay" / "redis")

@@ -65,7 +65,11 @@ def test_no_configured_secret_appears_on_any_page(
         dead_id, {"n": 1, "outcome": "failed", "status": 403, "error": echoed, "response": echoed}
     )
     dash.runtime.store.finish_dead(
-        dead_id, {"n": 2, "outcome": "failed", "error": echoed}, f"gave up: {echoed}", "{}"
+        dead_id,
+        {"n": 2, "outcome": "failed", "error": echoed},
+        f"gave up: {echoed}",
+        "{}",
+        token="",
     )
     _, [replayed_id] = dash.event(text=f"second {url_token}")
     dash.kill(replayed_id)

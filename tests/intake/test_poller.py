@@ -109,6 +109,7 @@ def api(threaded_httpserver: HTTPServer) -> Iterator[FakeBotApi]:
 
 def source_config(api_base: str, **options: Any) -> dict[str, Any]:
     tg = {"id": "tg", "kind": "telegram", "bot_token": BOT_TOKEN, "api_base": api_base}
+    tg["allow_private"] = True  # the fake Bot API listens on loopback
     return {
         "sources": [
             {**tg, "poll_timeout": 1, **options},

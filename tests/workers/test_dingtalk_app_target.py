@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -29,6 +32,9 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.events import Party, ReplyHandle
+from relay.intake.sources.dingtalk_robot import sample_message
+from relay.state import keys
+from tests.conftest import wait_for
 from tests.workers.support import (
     assert_hidden,
     assert_registered,
@@ -521,3 +527,46 @@ def test_config_parses_and_hides_the_secret() -> None:
                 options=DingTalkAppTarget.Options(mode="reply", api_base="http://127.0.0.1:9"),
             )
         )
+
+
+def test_reply_mode_end_to_end_from_a_dingtalk_robot_source_on_loopback(
+    fake: FakeDingTalk,
+    write_config: Callable[..., Path],
+    client_for: Callable[[Path], FlaskClient],
+    relay_processes: Callable[..., Any],
+    redis_client: redis.Redis,
+) -> None:
+    """The documented test set-up: the source trusts the loopback origin in its own
+    ``session_hosts``, the target allows private addresses and lists the host. A robot
+    message through the receiver, a real worker, and the reply reaches the server."""
+    config = {
+        "sources": [
+            {"id": "dt", "kind": "dingtalk_robot", "app_secret": APP_SECRET,
+             "session_hosts": [fake.base]},
+        ],
+        "targets": [
+            {"id": "answer", "kind": "dingtalk_app", "mode": "reply", "msgtype": "text",
+             "allow_private": True, "session_hosts": ["127.0.0.1"], "timeout": "1s"},
+        ],
+        "routes": [
+            {"source": "dt", "when": {"mentions_bot": True}, "targets": ["answer"],
+             "template": "Got it: {{ event.text }}"},
+        ],
+    }  # fmt: skip
+    path = write_config(config)
+    relay_processes(path)
+    client = client_for(path)
+    body = sample_message(int(time.time() * 1000))
+    body["sessionWebhook"] = fake.session_url()
+    sample = client.application.extensions["relay"].sources["dt"].sample(json.dumps(body).encode())
+    response = client.post("/hooks/dt", data=sample.body, headers=sample.headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    event_id = response.get_json()["event_id"]
+    stored = json.loads(redis_client.hget(keys.event(event_id), "data") or b"{}")
+    assert stored["reply"]["url"] == fake.session_url()
+    [delivery_id] = wait_for(lambda: redis_client.smembers(keys.event_deliveries(event_id)), 30)
+    status = keys.delivery(delivery_id.decode())
+    wait_for(lambda: redis_client.hget(status, "status") == b"delivered", timeout=30)
+    [sent] = fake.session_messages
+    assert sent["msgtype"] == "text"
+    assert sent["text"]["content"] == "Got it: Deploy finished: relay is live"

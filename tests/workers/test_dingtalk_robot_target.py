@@ -191,8 +191,11 @@ def test_keyword_security_mode(server: HTTPServer) -> None:
         make_target(fake.url, msgtype="text").deliver(context())
     make_target(fake.url, msgtype="text", keyword="[relay]").deliver(context())
     assert fake.messages[0]["text"]["content"].startswith("[relay]\n[Ops room] Grace: deploy")
+    make_target(fake.url, msgtype="text", keyword="[relay]").deliver(context("[relay] there"))
+    assert fake.messages[1]["text"]["content"].startswith("[Ops room] Grace: [relay] there")
+    # markdown shows the event's "[relay]" escaped, so the keyword still goes first
     make_target(fake.url, keyword="[relay]").deliver(context("[relay] already there"))
-    assert fake.messages[1]["markdown"]["text"].startswith("#### Ops room")
+    assert fake.messages[2]["markdown"]["text"].startswith("[relay]\n#### Ops room")
 
 
 def test_twenty_a_minute_then_the_whole_robot_is_throttled(server: HTTPServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import email
+import smtplib
 import socket
 import ssl
 import threading
@@ -29,6 +30,7 @@ from relay.config.people import People
 from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 from relay.events import FileRef, Party
 from tests.workers.support import assert_registered, delivery_context
+from workers.net.smtp import GuardedSMTP
 from workers.targets.base import DeliveryContext
 from workers.targets.email import EmailOptions, EmailTarget
 
@@ -527,3 +529,108 @@ def test_default_ports() -> None:
     ports = {s: make_target(host="smtp.example.com", security=s).port for s in ("starttls", "tls")}
     assert ports == {"starttls": 587, "tls": 465}
     assert make_target(host="127.0.0.1", security="none").port == 25
+
+
+@dataclass
+class RawMailbox(Mailbox):
+    """Also keeps the bytes and ``MAIL FROM`` parameters; may hide ``8BITMIME`` in EHLO."""
+
+    offer_8bitmime: bool = True
+    raw: list[tuple[list[str], bytes]] = field(default_factory=list)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if self.offer_8bitmime or r[4:].upper() != "8BITMIME"]
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope.content, bytes)
+        self.raw.append((list(envelope.mail_options), envelope.content))
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def raw_smtp_server() -> Iterator[Callable[[bool], tuple[RawMailbox, int]]]:
+    """``start(offer_8bitmime)``: an aiosmtpd server that records the raw message."""
+    controllers: list[Controller] = []
+
+    def start(offer_8bitmime: bool) -> tuple[RawMailbox, int]:
+        mailbox = RawMailbox(offer_8bitmime=offer_8bitmime)
+        controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+        controller.start()
+        controllers.append(controller)
+        return mailbox, controller.port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.mark.parametrize("offer_8bitmime", [True, False])
+def test_chinese_mail_is_7bit_clean_and_decodes_to_the_text(
+    raw_smtp_server: Callable[[bool], tuple[RawMailbox, int]], offer_8bitmime: bool
+) -> None:
+    """RFC 6152 / RFC 5321 §2.4: 8-bit data only with BODY=8BITMIME to a server offering
+    it. The relay always sends 7-bit MIME (base64/quoted-printable bodies, RFC 2047
+    headers), which every server accepts, and the reader sees the same text."""
+    mailbox, port = raw_smtp_server(offer_8bitmime)
+    ehlo = smtplib.SMTP("127.0.0.1", port)
+    ehlo.ehlo()
+    assert ehlo.has_extn("8bitmime") is offer_8bitmime  # the server really differs
+    ehlo.quit()
+    target = make_target(
+        host="127.0.0.1", port=port, security="none", to=["张伟 <zhang@example.com>"]
+    )
+    target.deliver(
+        delivery_context(
+            "dlv_0001",
+            timeout=5.0,
+            source_kind="slack",
+            people=PEOPLE,
+            text="部署完成 ✅ 请检查日志",
+            group=Party(id="g1", name="运维群"),
+            sender=Party(id="u9", name="李娜"),
+        )
+    )
+    [(options, raw)] = mailbox.raw
+    assert raw.isascii(), "8-bit bytes sent without BODY=8BITMIME"
+    assert not any(o.upper().startswith("BODY=") for o in options)
+    assert "部署完成".encode() not in raw and b"=?utf-8?" in raw  # encoded-words
+    msg = mailbox.messages[0].message
+    assert msg["Subject"] == "[运维群] 李娜: 部署完成 ✅ 请检查日志"
+    assert msg["To"] == "张伟 <zhang@example.com>"
+    text, html = parts(msg)
+    assert "李娜 in 运维群:" in text and "部署完成 ✅ 请检查日志" in text
+    assert "部署完成 ✅ 请检查日志" in html
+    for part in (msg.get_body(("plain",)), msg.get_body(("html",))):
+        assert part is not None
+        assert part["Content-Transfer-Encoding"] in ("base64", "quoted-printable")
+
+
+@pytest.mark.parametrize("offer_8bitmime", [True, False])
+def test_an_8bit_message_is_declared_or_not_sent(
+    raw_smtp_server: Callable[[bool], tuple[RawMailbox, int]], offer_8bitmime: bool
+) -> None:
+    """The SMTP layer itself: raw UTF-8 goes out as BODY=8BITMIME where offered, and is
+    refused before DATA where not, instead of being sent undeclared."""
+    mailbox, port = raw_smtp_server(offer_8bitmime)
+    data = "Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n部署完成\r\n".encode()
+    smtp = GuardedSMTP("127.0.0.1", port, True, 5.0, ssl.create_default_context())
+    try:
+        if offer_8bitmime:
+            assert smtp.sendmail("relay@example.com", ["ops@example.com"], data) == {}
+            [(options, raw)] = mailbox.raw
+            assert "BODY=8BITMIME" in [o.upper() for o in options]
+            assert "部署完成".encode() in raw
+        else:
+            with pytest.raises(smtplib.SMTPNotSupportedError, match="8BITMIME"):
+                smtp.sendmail("relay@example.com", ["ops@example.com"], data)
+            assert mailbox.raw == []
+    finally:
+        smtp.close()

@@ -214,7 +214,7 @@ def test_interactive_card(bot: FakeFeishu) -> None:
     [element] = card["elements"]
     assert element["tag"] == "markdown"
     assert element["content"] == (
-        "Bob: &lt;at id=all></at> hello\n"
+        "Bob: &#60;at id=all&#62;&#60;/at&#62; hello\n"
         "📎 [report.pdf](https://files.example.com/report.pdf)\n"
         "📎 notes.txt\n"
         "<at id=ou_7d8a6e6df7></at> @Zed"

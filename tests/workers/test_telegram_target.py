@@ -468,3 +468,12 @@ def test_end_to_end_through_a_real_worker(
     }
     relay_event(target, {"group": {"id": "g1"}, "text": "x < y"})
     assert bot.messages[0]["text"] == "<b>g1</b>\nx &lt; y"
+
+
+def test_json_is_sent_as_utf8_with_its_charset(bot: FakeBotAPI) -> None:
+    """As Telegram's SDKs send it: UTF-8 bytes, not ``\\u`` escapes, and the charset said."""
+    make_target(bot.api_base).deliver(context(text="部署完成 ✅"))
+    request = bot.requests[-1]
+    assert request.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert "部署完成 ✅".encode() in request.get_data() and b"\\u" not in request.get_data()
+    assert bot.messages[-1]["plain"].endswith("部署完成 ✅")

@@ -64,7 +64,8 @@ def test_delivers_signed_json_that_standard_webhooks_verifies(server: HTTPServer
     assert (result.status, result.excerpt) == (200, "ok")
     body, headers = received(server)
     assert body == ctx.event_json.encode()
-    assert headers["content-type"] == "application/json"
+    assert "✅".encode() in body and b"\\u" not in body  # UTF-8, not ASCII escapes
+    assert headers["content-type"] == "application/json; charset=utf-8"
     assert headers["user-agent"] == f"group-relay/{__version__}"
     assert headers["webhook-id"] == "dlv_0001"
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 10

@@ -116,7 +116,7 @@ def test_markdown_with_group_sender_text_files_and_real_mentions(robot: FakeWeCo
             "msgtype": "markdown",
             "markdown": {
                 "content": "**Ops room**\n"
-                '<font color="comment">Bob</font>: ping <\u200b@boss> please\n'
+                '<font color="comment">Bob</font>: ping &#60;@boss&#62; please\n'
                 "📎 [report.pdf](https://files.example.com/report.pdf)\n"
                 "📎 notes.txt\n"
                 "<@ada.lovelace> @Zed"  # Zed has no WeCom userid: plain text
@@ -288,3 +288,13 @@ def test_end_to_end_through_a_real_worker(
             "markdown": {"content": '**Ops**\n<font color="comment">u1</font>: hi'},
         }
     ]
+
+
+@pytest.mark.parametrize("msgtype", ["markdown", "text"])
+def test_json_is_sent_as_utf8_with_its_charset(robot: FakeWeCom, msgtype: str) -> None:
+    """As WeCom's SDKs send it: UTF-8 bytes, not ``\\u`` escapes, and the charset said."""
+    make_target(robot.url(), msgtype=msgtype).deliver(context("部署完成 ✅"))
+    request, _ = robot.server.log[-1]
+    assert request.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert "部署完成 ✅".encode() in request.get_data() and b"\\u" not in request.get_data()
+    assert "部署完成 ✅" in robot.messages[-1][msgtype]["content"]

@@ -5,9 +5,10 @@ The guard sits in the urllib3 connection: it resolves the host itself, checks *e
 address, and connects only to an address it checked, so the check is made on the
 address actually connected to and DNS rebinding cannot slip past it. TLS still
 verifies the certificate against the URL's host name. Redirects are never followed
-and environment proxies are ignored. The address policy itself is
-``workers.net.addresses``; ``send`` turns transport failures into typed delivery errors
-and answers with an ``HttpAnswer``, which ``workers.net.outcomes`` classifies.
+and environment proxies are ignored. The guard and the address policy live in
+``relay.guarded`` and ``relay.addresses``, which ``relay poll`` uses too; ``send``
+turns transport failures into typed delivery errors and answers with an
+``HttpAnswer``, which ``workers.net.outcomes`` classifies.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json as jsonlib
 import os
-import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -28,10 +27,8 @@ from typing import Any
 import certifi
 from requests.utils import get_encoding_from_headers
 from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
-    ConnectTimeoutError,
     HTTPError,
     NameResolutionError,
     NewConnectionError,
@@ -40,15 +37,15 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Timeout, parse_url
-from urllib3.util.connection import allowed_gai_family
 from urllib3.util.ssl_ import create_urllib3_context
 
-from relay import __version__
+from relay import __version__, guarded
+from relay.addresses import safe_url
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
-from workers.net.addresses import HINT, refusal, safe_url
+from relay.guarded import AddrInfo, BlockedAddress, os_reason
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
+__all__ = ["AddrInfo", "BlockedAddress", "HttpAnswer", "guarded_pool", "send"]
 
 POOL_SIZE = 256
 MAX_BODY = 1024 * 1024  # bytes of a response body we read; the rest is dropped
@@ -98,79 +95,22 @@ class HttpAnswer:
         return jsonlib.loads(self.body)
 
 
-class BlockedAddress(Exception):
-    """A connection was refused before it was made: the host resolves to a private address.
-
-    Deliberately not an ``OSError``: urllib3 would wrap and retry those, while this
-    must reach ``send`` as it is and end the delivery permanently.
-    """
-
-
 def resolve(host: str, port: int) -> list[AddrInfo]:
     """``getaddrinfo`` for TCP; module-level so tests can stub DNS."""
-    return list(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+    return guarded.resolve(host, port)
+
+
+def _resolve(host: str, port: int) -> list[AddrInfo]:
+    return resolve(host, port)  # looked up when called, so a stubbed ``resolve`` applies
 
 
 def vetted_addresses(host: str, port: int, allow_private: bool) -> list[AddrInfo]:
     """Resolve ``host`` and check every address; one refused address refuses them all."""
-    infos = resolve(host, port)
-    if not allow_private:
-        for info in infos:
-            address = str(info[4][0]).partition("%")[0]
-            ip = ipaddress.ip_address(address)
-            if why := refusal(ip):
-                subject = (
-                    f"{host} is" if host == str(ip) or ":" in host else f"{host} resolves to {ip},"
-                )
-                raise BlockedAddress(f"{subject} {why}; {HINT}")
-    return infos
-
-
-def _connect_vetted(conn: HTTPConnection, allow_private: bool) -> socket.socket:
-    """urllib3's ``_new_conn`` with our resolver: connect only to vetted addresses."""
-    host = conn._dns_host.strip("[]")  # noqa: SLF001 - the name urllib3 itself resolves
-    try:
-        infos = vetted_addresses(host, conn.port, allow_private)
-    except socket.gaierror as exc:
-        raise NameResolutionError(conn.host, conn, exc) from exc
-    error: OSError | None = None
-    for family, socktype, proto, _, sockaddr in infos:
-        sock = socket.socket(family, socktype, proto)
-        try:
-            for level, option, value in conn.socket_options or ():
-                sock.setsockopt(level, option, value)
-            if conn.timeout is not None:
-                sock.settimeout(conn.timeout)
-            if conn.source_address:
-                sock.bind(conn.source_address)
-            sock.connect(sockaddr)
-        except OSError as exc:  # like urllib3: try the next vetted address
-            sock.close()
-            error = exc
-            continue
-        sys.audit("http.client.connect", conn, conn.host, conn.port)
-        return sock
-    if isinstance(error, TimeoutError):
-        raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from error
-    raise NewConnectionError(conn, f"failed to connect: {_os_reason(error)}") from error
+    return guarded.vetted_addresses(host, port, allow_private, _resolve)
 
 
 def _pool_classes(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return _connect_vetted(self, allow_private)
-
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return _connect_vetted(self, allow_private)
-
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+    return guarded.pool_classes(allow_private, _resolve)
 
 
 DEFAULT_HEADERS = {"User-Agent": f"group-relay/{__version__}", "Accept": "*/*"}
@@ -299,13 +239,7 @@ def _reason(exc: BaseException) -> str:
         if isinstance(cause, Urllib3Timeout | TimeoutError):
             return "timed out"
         if isinstance(cause, OSError) and cause.strerror:
-            return _os_reason(cause)
+            return os_reason(cause)
         inner = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
         cause = getattr(cause, "reason", None) or inner or cause.__cause__
     return type(last).__name__
-
-
-def _os_reason(error: OSError | None) -> str:
-    if error is None:
-        return "no address to connect to"
-    return error.strerror or type(error).__name__

@@ -2,15 +2,18 @@
 Matrix, Discord, a JSON endpoint, ...), for the long tail of services without a
 native adapter.
 
-Apprise does its own HTTP, outside the relay's guarded pools, and reports only
+Apprise does its own networking, outside the relay's guarded pools, and reports only
 success or failure. So this adapter (1) refuses URLs whose host is private unless
-``allow_private``, at construction without DNS and again by resolving before each
-send (a name that changes its answer in between can slip past: see the docs),
-(2) turns redirects off, (3) treats ``False`` as retryable, capped by the target's
-retry policy, (4) remembers in Redis which URLs of a delivery already succeeded, so
-a retry only resends to the ones that failed, and (5) keeps Apprise's log records,
-which can contain URLs and their tokens, away from the process's logs: it captures
-the warnings of each send for the error message, with the URLs' secret parts masked.
+``allow_private``, at construction without DNS and by resolving before each send, for
+a clear early error; and enforces the policy on the address each socket of the send
+actually connects to (``workers.net.connect_guard``), which also covers a name that
+changes its answer in between (DNS rebinding) and plugins whose URL has no host part
+(Zulip's ``bot@org.host``, Azure's ``endpoint``), (2) turns redirects off, (3)
+treats ``False`` as retryable, capped by the target's retry policy, (4) remembers in
+Redis which URLs of a delivery already succeeded, so a retry only resends to the ones
+that failed, and (5) keeps Apprise's log records, which can contain URLs and their
+tokens, away from the process's logs: it captures the warnings of each send for the
+error message, with the URLs' secret parts masked.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from relay.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryE
 from relay.redact import MASK, redact
 from relay.state import keys
 from relay.templates import TemplateError, check_template, render
-from workers.net.addresses import check_url
+from workers.net.addresses import HINT, check_url
+from workers.net.connect_guard import vetted_connections
 from workers.net.http import BlockedAddress, vetted_addresses
 from workers.net.outcomes import excerpt
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
@@ -270,9 +274,14 @@ class AppriseTarget(BaseTarget):
                 self.vet(service)
         failures = []
         for service in pending:
-            reason = self.notify(service, body, title, context.timeout)
+            with vetted_connections(self.config.allow_private) as refused:
+                reason = self.notify(service, body, title, context.timeout)
             if reason is None:
                 progress.mark(service.key)
+            elif refused:  # the policy, not the service, failed it: no retry will do
+                raise PermanentDeliveryError(
+                    f"refused to send to {service.shown}: {refused[0]}; {HINT}"
+                )
             else:
                 failures.append(f"{service.shown}: {reason}")
         if failures:
@@ -283,7 +292,8 @@ class AppriseTarget(BaseTarget):
         return DeliveryResult(excerpt=f"sent to {len(pending)} Apprise URL(s){note}")
 
     def vet(self, service: Service) -> None:
-        """Resolve the host as Apprise is about to and refuse a private address."""
+        """Resolve the host as Apprise is about to and refuse a private address: a clear
+        error before anything is sent (the connect guard is what enforces the policy)."""
         if service.host is None:
             return
         try:

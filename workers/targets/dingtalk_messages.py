@@ -26,11 +26,14 @@ from relay.templates import TemplateError, render
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import DeliveryContext, DeliveryResult
+from workers.targets.markup import markdown_escaper
+from workers.targets.placeholders import CLOSE, OPEN, TOKEN, defuse
 
 DINGTALK_SOURCES = frozenset({"dingtalk_robot", "dingtalk_events"})
 BLOCKED_FOR = 600.0  # 130101: DingTalk blocks the robot for 10 minutes
 MAX_PARAM = 15_000  # bytes of msgParam the v1.0 robot API accepts
 QPS_WAIT = 2.0  # seconds; DingTalk's advice for its QPS-limit codes is "wait about 1 s"
+MARKDOWN_ESCAPE = markdown_escaper()  # markdown messages: event text shows as typed
 
 DEFAULT_TITLE = "{{ event.group.name or event.group.id if event.group else event.source }}"
 DEFAULT_TEXT_TEMPLATE = """\
@@ -118,11 +121,33 @@ def _add(values: list[str], value: str) -> None:
         values.append(value)
 
 
-def render_message(context: DeliveryContext, default: str, mentions: Mentions) -> str:
+def render_message(
+    context: DeliveryContext, default: str, mentions: Mentions, *, markdown: bool | None = None
+) -> str:
     """The configured (or default) template with ``at`` (each mention's tag, in the
-    order of ``mentions``); every real mention tag is then made sure of."""
-    text = context.render(default, at=list(mentions.tags))
+    order of ``mentions``); every real mention tag is then made sure of.
+
+    Markdown (``markdown``, else whether ``default`` is the markdown template) escapes
+    every value the template outputs, so event text shows as typed; the tags go in as
+    placeholders and come out as written, since DingTalk matches ``@<userId>`` verbatim.
+    """
+    if markdown is None:
+        markdown = default == DEFAULT_MARKDOWN_TEMPLATE
+    if not markdown:
+        text = context.render(default, at=list(mentions.tags))
+        return ensure_mentions(text, mentions.real_tags())
+    tags = list(mentions.tags)
+    at = [f"{OPEN}{i}{CLOSE}" for i in range(len(tags))]
+    text = context.render(default, markup_escape=MARKDOWN_ESCAPE, at=at)
+    text = defuse(text, set(range(len(tags))), str)
+    real = set(mentions.real_tags())
+    text = TOKEN.sub(lambda m: _markdown_tag(tags[int(m.group(1))], real), text)
     return ensure_mentions(text, mentions.real_tags())
+
+
+def _markdown_tag(tag: str, real: set[str]) -> str:
+    """A real ``@<userId>`` as it is; an ``@name`` escaped like any other text."""
+    return tag if tag in real else "@" + MARKDOWN_ESCAPE(tag[1:])
 
 
 def ensure_mentions(text: str, tags: Iterable[str]) -> str:

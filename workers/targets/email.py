@@ -7,6 +7,9 @@ resolves it, checks every address, connects only to a checked one, and still ver
 the TLS certificate against the configured host name. ``Message-ID`` comes from the
 delivery id, so a retry that the server had in fact accepted shows up in mail clients
 as the same message. Reply codes follow RFC 5321 §4.2.1: 4yz retry, 5yz permanent.
+Messages are 7-bit clean whatever the server offers: non-ASCII parts go as
+quoted-printable or base64 and non-ASCII headers as RFC 2047 encoded-words, since a
+raw UTF-8 body is only allowed with ``BODY=8BITMIME`` to a server offering it (RFC 6152).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from workers.net.smtp import GuardedSMTP, GuardedSMTPSSL
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
 Security = Literal["starttls", "tls", "none"]
+MESSAGE_POLICY = SMTP_POLICY.clone(cte_type="7bit")
+"""CRLF lines, and every part encoded to 7 bits: correct for any server."""
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
 _ADDR = re.compile(r"^[^\s@<>,;:\"()\[\]\\]+@[^\s@<>,;:\"()\[\]\\]+$")
 _MSGID_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
@@ -226,7 +231,7 @@ class EmailTarget(BaseTarget):
             )
         except TemplateError as exc:
             raise PermanentDeliveryError(f"subject {exc}") from None
-        msg = EmailMessage(policy=SMTP_POLICY)
+        msg = EmailMessage(policy=MESSAGE_POLICY)
         msg["From"] = self.sender
         if to:
             msg["To"] = to

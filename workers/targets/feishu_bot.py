@@ -40,19 +40,24 @@ from workers.net.addresses import check_url, safe_url
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
+from workers.targets.markup import FEISHU_CARD_CHARS, markdown_escaper
 from workers.targets.placeholders import CLOSE, OPEN, TOKEN, defuse, fit, placeholders
 
 MAX_BODY = 20_000  # bytes; Feishu refuses bodies over 20 KB with 9499
 HOOK_PATH = re.compile(r"/bot/v2/hook/([^/]+)$")
 _PIECE = re.compile(f"{OPEN}(\\d+){CLOSE}|\\[([^\\]\\n]+)\\]\\((https?://[^\\s)]+)\\)")
 _AT_TAG = re.compile(r"<(?=at\b)", re.IGNORECASE)
+BRACKET = "\ue002"  # a "[" from the event, never the start of a link
+# Card markdown: Feishu documents HTML character references for literal markup.
+CARD_ESCAPE = markdown_escaper(FEISHU_CARD_CHARS)
 
 DEFAULT_TITLE = "{{ (event.group.name or event.group.id) if event.group else event.source }}"
 DEFAULT_TEMPLATE = """\
-{{ (event.sender.name or event.sender.id) ~ ": " if event.sender else "" }}\
+{% if event.sender %}{{ event.sender.name or event.sender.id }}: {% endif %}\
 {{ event.text or event.type }}
 {% for file in event.files %}
-📎 {{ ("[" ~ file.name ~ "](" ~ file.url ~ ")") if file.url else file.name }}
+📎 {% if file.url %}[{{ file.name }}]({{ file.url }}){% else %}{{ file.name }}{% endif %}
+
 {% endfor %}
 {% if at %}
 {{ at | join(" ") }}
@@ -148,8 +153,9 @@ class FeishuBotTarget(BaseTarget):
         at, valid = placeholders(mentions, "feishu")
         kind = self.options.msg_type
         default = DEFAULT_TEXT_TEMPLATE if kind == "text" else DEFAULT_TEMPLATE
-        escape = _card_escape if kind == "interactive" else _zero_width
-        text = defuse(context.render(default, title=title, at=at), valid, escape)
+        escape = CARD_ESCAPE if kind == "interactive" else _plain_escape
+        rendered = context.render(default, markup_escape=escape, title=title, at=at)
+        text = defuse(rendered, valid, str)
         timestamp = int(time.time())
         text = fit(text, lambda t: len(self.body(t, title, mentions, timestamp)) <= MAX_BODY)
         response = send(
@@ -237,18 +243,24 @@ def _zero_width(text: str) -> str:
     return _AT_TAG.sub("<\u200b", text)
 
 
-def _card_escape(text: str) -> str:
-    return _AT_TAG.sub("&lt;", text)
+def _plain_escape(text: str) -> str:
+    """Text and post messages show text as it is, but the relay reads ``[label](url)``
+    and ``<at`` in them: a ``[`` from the event is set aside until that is done."""
+    return _zero_width(text).replace("[", BRACKET)
+
+
+def _unbracket(text: str) -> str:
+    return text.replace(BRACKET, "[")
 
 
 def _as_text(text: str, mentions: list[Mention]) -> str:
     def piece(match: re.Match[str]) -> str:
         if match.group(1) is None:
-            return f"{match.group(2)} ({match.group(3)})"
+            return f"{match.group(2)} ({match.group(3)})"  # a custom bot's text has no links
         mention = mentions[int(match.group(1))]
         return f'<at user_id="{mention.id_on("feishu")}">{_name(mention)}</at>'
 
-    return _PIECE.sub(piece, text)
+    return _unbracket(_PIECE.sub(piece, text))
 
 
 def _paragraph(line: str, mentions: list[Mention]) -> list[dict[str, str]]:
@@ -257,14 +269,15 @@ def _paragraph(line: str, mentions: list[Mention]) -> list[dict[str, str]]:
     position = 0
     for match in _PIECE.finditer(line):
         if match.start() > position:
-            elements.append({"tag": "text", "text": line[position : match.start()]})
+            elements.append({"tag": "text", "text": _unbracket(line[position : match.start()])})
         if match.group(1) is not None:
             mention = mentions[int(match.group(1))]
             user_id = mention.id_on("feishu") or ""
             elements.append({"tag": "at", "user_id": user_id, "user_name": _name(mention)})
         else:
-            elements.append({"tag": "a", "text": match.group(2), "href": match.group(3)})
+            label = _unbracket(match.group(2))
+            elements.append({"tag": "a", "text": label, "href": match.group(3)})
         position = match.end()
     if position < len(line) or not elements:
-        elements.append({"tag": "text", "text": line[position:]})
+        elements.append({"tag": "text", "text": _unbracket(line[position:])})
     return elements

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from markupsafe import Markup
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from relay.config.models import TargetConfig
@@ -32,23 +33,26 @@ from workers.net.addresses import check_url
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
+from workers.targets.markup import slack_escape, slack_url
+from workers.targets.placeholders import TOKEN, defuse, placeholders
 
 SECTION_LIMIT = 3000  # characters of mrkdwn in one section block
 MAX_SECTIONS = 50  # blocks in one message
 
-# Extras every template sees: ``escape`` (Slack's &, <, > escaping), ``link`` and
+# Every ``{{ … }}`` value is escaped for mrkdwn (``workers.targets.markup``): event text
+# shows as typed. Extras: ``escape`` (the same escaping, for explicit use), ``link`` and
 # ``at`` (real ``<@U…>`` mentions, or ``@name`` where the people map has none).
 DEFAULT_TEMPLATE = """\
-{% if event.group %}*{{ escape(event.group.name or event.group.id) }}*{% endif %}
-{% if event.sender %} · {{ escape(event.sender.name or event.sender.id) }}{% endif %}
+{% if event.group %}*{{ event.group.name or event.group.id }}*{% endif %}
+{% if event.sender %} · {{ event.sender.name or event.sender.id }}{% endif %}
 
 {% if event.text %}
-{{ escape(event.text) }}
+{{ event.text }}
 {% elif event.type != "message.created" %}
 _{{ event.type }}_
 {% endif %}
 {% for file in event.files %}
-:paperclip: {{ link(file.url, file.name) if file.url else escape(file.name) }}
+:paperclip: {{ link(file.url, file.name) if file.url else file.name }}
 {% endfor %}
 {% if at %}
 cc {{ at | join(" ") }}
@@ -112,20 +116,41 @@ API_RETRYABLE = {
 }
 
 
-def escape(text: object) -> str:
-    """Slack's escaping of user content: only ``&``, ``<`` and ``>`` are control characters."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def escape(text: object) -> Markup:
+    """User content as mrkdwn that shows exactly the text (``markup.slack_escape``)."""
+    return Markup(slack_escape(str(text)))
 
 
-def link(url: str, label: str) -> str:
+def link(url: str, label: str) -> Markup:
     """``<url|label>``; ``|`` and ``>`` cannot appear raw inside the brackets."""
-    return f"<{escape(url).replace('|', '%7C')}|{escape(label)}>"
+    return Markup(f"<{slack_url(str(url))}|{slack_escape(str(label))}>")
 
 
 def mention_tag(mention: Mention) -> str:
     """A real ``<@U…>`` mention when the people map knows the Slack id, else ``@name``."""
     user_id = mention.id_on("slack")
-    return f"<@{escape(user_id)}>" if user_id else "@" + escape(mention.name)
+    return f"<@{slack_url(user_id)}>" if user_id else "@" + slack_escape(mention.name)
+
+
+def sections(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, never cut inside ``<…>`` or
+    ``&…;`` (a mention, a link, an escaped character), preferring a line break."""
+    chunks: list[str] = []
+    while len(text) > limit:
+        cut = limit
+        head = text[:cut]
+        if head.rfind("<") > head.rfind(">"):
+            cut = head.rfind("<")
+        elif head.rfind("&") > head.rfind(";") and head.rfind("&") > cut - 8:
+            cut = head.rfind("&")
+        if cut <= 0:
+            cut = limit
+        newline = text.rfind("\n", 0, cut)
+        if newline > cut // 2:
+            cut = newline + 1
+        chunks.append(text[:cut])
+        text = text[cut:]
+    return [*chunks, text] if text else chunks
 
 
 class SlackOptions(TargetOptions):
@@ -188,15 +213,15 @@ class SlackTarget(BaseTarget):
 
     def payload(self, context: DeliveryContext) -> dict[str, Any]:
         """``text`` (mrkdwn) always, for notifications; ``blocks`` when enabled."""
+        mentions = context.mentions
+        at, valid = placeholders(mentions, "slack")
         text = context.render(
-            DEFAULT_TEMPLATE,
-            escape=escape,
-            link=link,
-            at=[mention_tag(m) for m in context.mentions],
+            DEFAULT_TEMPLATE, markup_escape=slack_escape, escape=escape, link=link, at=at
         )
+        text = TOKEN.sub(lambda m: mention_tag(mentions[int(m.group(1))]), defuse(text, valid, str))
         payload: dict[str, Any] = {"text": text}
         if self.options.blocks and text:
-            chunks = [text[i : i + SECTION_LIMIT] for i in range(0, len(text), SECTION_LIMIT)]
+            chunks = sections(text)
             payload["blocks"] = [
                 {"type": "section", "text": {"type": "mrkdwn", "text": chunk}}
                 for chunk in chunks[:MAX_SECTIONS]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import redis
 from markupsafe import Markup
@@ -34,7 +35,7 @@ from relay.errors import (
 from relay.events import FileRef
 from relay.state import keys
 from workers.net.addresses import check_url, safe_url
-from workers.net.http import HttpAnswer, guarded_pool, send
+from workers.net.http import BlockedAddress, HttpAnswer, guarded_pool, send, vetted_addresses
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 
@@ -190,11 +191,31 @@ class TelegramTarget(BaseTarget):
         steps = [("message", "sendMessage", message)]
         if context.event.type == "file.shared":
             for i, file in enumerate(context.event.files):
-                if fetchable(file):
+                if fetchable(file) and self.refused_file(str(file.url)) is None:
                     steps.append(
                         (f"document:{i}", "sendDocument", {**common, "document": file.url})
                     )
         return steps
+
+    def refused_file(self, url: str) -> str | None:
+        """Why a file URL from an event may not go to ``sendDocument``, or None.
+
+        The Bot API server fetches the URL itself, so a self-hosted one inside the
+        network (SafeW's clone, ``telegram-bot-api --local``) would fetch internal
+        addresses for whoever sent the event: the URL meets the policy of every other
+        outbound request, by name and by every address the name resolves to, whatever
+        the target's ``allow_private`` (which is about the Bot API server, not the files).
+        """
+        try:
+            check_url(url, allow_private=False)
+            parts = urlsplit(url)
+            host = (parts.hostname or "").strip("[]")
+            vetted_addresses(host, parts.port or 443, allow_private=False)
+        except (ValueError, BlockedAddress) as exc:
+            return str(exc)
+        except (OSError, UnicodeError):
+            return None  # it does not resolve here; the Bot API says so if not there
+        return None
 
     def deliver(self, context: DeliveryContext) -> DeliveryResult:
         steps = self.steps(context)
@@ -212,6 +233,10 @@ class TelegramTarget(BaseTarget):
             notes.append(f"{name}: not attached ({refused})" if refused else f"{name}: ok")
             if progress:
                 progress.mark(name)
+        if context.event.type == "file.shared":
+            for i, file in enumerate(context.event.files):
+                if fetchable(file) and (why := self.refused_file(str(file.url))):
+                    notes.append(f"document:{i}: not attached (refused: {why})")
         return DeliveryResult(status=status, excerpt=excerpt("; ".join(notes)))
 
     def call(self, method: str, params: dict[str, Any], context: DeliveryContext) -> HttpAnswer:
@@ -223,7 +248,7 @@ class TelegramTarget(BaseTarget):
             url,
             timeout=self.config.timeout or context.timeout,
             data=body,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json; charset=utf-8"},
         )
 
 

@@ -119,7 +119,7 @@ class WebhookTarget(BaseTarget):
         headers = dict(self.options.headers)
         headers.update(
             {
-                "content-type": "application/json",
+                "content-type": "application/json; charset=utf-8",  # the bytes signed
                 "user-agent": f"group-relay/{__version__}",
                 "webhook-id": delivery_id,
                 "webhook-timestamp": str(timestamp),

@@ -16,6 +16,7 @@ WeCom answers ``{"errcode": 0, "errmsg": "ok"}``, errors too inside an HTTP 200.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -34,18 +35,22 @@ from workers.net.addresses import check_url, safe_url
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify_redacted, excerpt, json_object, response_text
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
+from workers.targets.markup import markdown_escaper
 from workers.targets.placeholders import TOKEN, defuse, fit, placeholders
 
 LIMITS = {"text": 2048, "markdown": 4096}  # bytes of UTF-8 content
 THROTTLE_SECONDS = 60.0  # how long to hold the robot after 45009
 _MOBILE = re.compile(r"^\+?\d{5,20}$|^@all$")
+# Markdown: every value the template outputs shows as typed (``<@`` included).
+ESCAPE = markdown_escaper()
 
 DEFAULT_MARKDOWN_TEMPLATE = """\
 **{{ (event.group.name or event.group.id) if event.group else event.source }}**
-{{ ('<font color="comment">' ~ (event.sender.name or event.sender.id) ~ "</font>: ")
-   if event.sender else "" }}{{ event.text or event.type }}
+{% if event.sender %}<font color="comment">{{ event.sender.name or event.sender.id }}</font>: \
+{% endif %}{{ event.text or event.type }}
 {% for file in event.files %}
-📎 {{ ("[" ~ file.name ~ "](" ~ file.url ~ ")") if file.url else file.name }}
+📎 {% if file.url %}[{{ file.name }}]({{ file.url }}){% else %}{{ file.name }}{% endif %}
+
 {% endfor %}
 {% if at %}
 {{ at | join(" ") }}
@@ -71,6 +76,12 @@ PERMANENT = {
     40058: "WeCom refused the content or a parameter (too long, or a field is invalid)",
     44004: "the message is empty; check the template",
 }
+
+
+def utf8_json(body: dict[str, Any]) -> bytes:
+    """UTF-8 JSON, as WeCom's SDKs send it: its limits count UTF-8 bytes of the text,
+    and ``\\u`` escapes would double a Chinese message's size on the wire."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
 
 
 class WeComBotOptions(TargetOptions):
@@ -152,14 +163,16 @@ class WeComBotTarget(BaseTarget):
             text = defuse(context.render(DEFAULT_TEXT_TEMPLATE, at=at), set(), _unmention)
         else:
             at, valid = placeholders(mentions, "wecom")
-            text = defuse(context.render(DEFAULT_MARKDOWN_TEMPLATE, at=at), valid, _unmention)
+            rendered = context.render(DEFAULT_MARKDOWN_TEMPLATE, markup_escape=ESCAPE, at=at)
+            text = defuse(rendered, valid, str)
         text = fit(text, lambda t: len(_content(t, mentions).encode()) <= LIMITS[kind])
         response = send(
             guarded_pool(self.config.allow_private),
             "POST",
             self.options.url,
             timeout=self.config.timeout or context.timeout,
-            json=self.payload(_content(text, mentions), mentions),
+            data=utf8_json(self.payload(_content(text, mentions), mentions)),
+            headers={"content-type": "application/json; charset=utf-8"},
         )
         return self.outcome(response)
 

@@ -8,8 +8,10 @@ app's event subscription, the corp id for legacy registered callbacks, the suite
 for ISV apps). Every answer, the ``check_url`` handshake included, is the same
 encrypted ``"success"`` map, or DingTalk counts the push as failed.
 
-DingTalk documents no replay window, so none is applied unless ``tolerance`` is set;
-resends are dropped by the event's ``eventId`` (else by a hash of the decrypted text).
+DingTalk documents no replay window and not whether a retry is signed afresh, so the
+default window, ``tolerance`` (3 days), is DingTalk's retry horizon: a late retry is
+never refused, a push captured days ago is. Resends inside it are dropped by the
+event's ``eventId`` (else by a hash of the decrypted text), remembered a day longer.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ MEMBER_EVENTS = {
 }
 GROUP_EVENTS = frozenset({"chat_update_title", "chat_update_owner", "chat_disband"})
 _NONCE_CHARS = string.ascii_letters + string.digits
+RETRY_HORIZON = 3 * 86400.0
+"""DingTalk redelivers a failed push for up to about 3 days."""
 
 
 class DingTalkEventsOptions(SourceOptions):
@@ -71,8 +75,8 @@ class DingTalkEventsOptions(SourceOptions):
     token: str = Field(min_length=1, repr=False, description="The subscription's Token.")
     aes_key: str = Field(repr=False, description="The 43-character aes_key (EncodingAESKey).")
     owner_key: str = Field(min_length=1, description="App key, corp id or suite key.")
-    tolerance: Duration | None = Field(
-        None, gt=0, description="Refuse timestamps further off than this; none by default."
+    tolerance: Duration = Field(
+        RETRY_HORIZON, gt=0, description="Refuse timestamps further off than this, either way."
     )
 
     @field_validator("aes_key")
@@ -85,8 +89,8 @@ class DingTalkEventsOptions(SourceOptions):
 class DingTalkEventsSource(BaseSource):
     kind: ClassVar[str] = "dingtalk_events"
     Options = DingTalkEventsOptions
-    # No replay window by default: a long memory of event ids is the guard against resends.
-    default_dedupe_ttl: ClassVar[float] = 3 * 86400
+    # Longer than the default window, so a replay inside it is always a known duplicate.
+    default_dedupe_ttl: ClassVar[float] = RETRY_HORIZON + 86400
 
     def __init__(self, config: object) -> None:
         super().__init__(config)  # type: ignore[arg-type]
@@ -116,9 +120,7 @@ class DingTalkEventsSource(BaseSource):
         return sig, stamp, nonce
 
     def _check_time(self, stamp: str) -> None:
-        tolerance = self.options.tolerance
-        if tolerance is None:
-            return
+        tolerance: float = self.options.tolerance
         sent = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)  # ms; seconds tolerated
         skew = time.time() - sent
         if abs(skew) > tolerance:

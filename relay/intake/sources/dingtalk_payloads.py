@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from relay.config.paths import path_of
 from relay.errors import BadRequest, Unprocessable
-from relay.events import FileRef, GroupEvent, Party
+from relay.events import FileRef, GroupEvent, Party, ReplyHandle
 from relay.intake.sources.base import InboundRequest
 from relay.intake.sources.generic_payloads import read_json
 
@@ -24,6 +25,10 @@ MAX_ID = 256  # Party.id, GroupEvent.message_id
 MAX_NAME = 1024  # Party.name, FileRef.name
 MAX_REF = 4096  # FileRef.ref
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+SESSION_HOSTS = ("oapi.dingtalk.com", "api.dingtalk.com")
+"""Hosts a robot's ``sessionWebhook`` may point at by default; any other URL is not kept."""
+DEFAULT_PORTS = {"https": 443, "http": 80}
+Origin = tuple[str, str, int]  # scheme, host, port
 
 
 def pick(data: Mapping[str, Any], name: str) -> Any:
@@ -106,3 +111,43 @@ def build_event(source_id: str, **fields: Any) -> GroupEvent:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise Unprocessable(f"{path_of(first['loc']) or 'event'}: {first['msg']}") from None
+
+
+def session_origin(entry: str) -> Origin:
+    """``(scheme, host, port)`` of a ``session_hosts`` entry; a bare host means https:443.
+
+    Plain http (a loopback test server, say) is trusted only when an entry spells it.
+    """
+    text = entry.strip()
+    spelled = text if "://" in text else f"https://{text}"
+    try:
+        parts = urlsplit(spelled)
+        port = parts.port
+    except ValueError as exc:  # a malformed host or port
+        raise ValueError(f"{entry!r}: {exc}") from None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+    extra = parts.path not in ("", "/") or parts.query or parts.fragment or parts.username
+    if scheme not in DEFAULT_PORTS or not host or extra or parts.password is not None:
+        raise ValueError(
+            f"{entry!r} is neither a host name (such as oapi.dingtalk.com) nor an origin "
+            "(such as http://127.0.0.1:8080)"
+        )
+    return scheme, host, port or DEFAULT_PORTS[scheme]
+
+
+DEFAULT_ORIGINS = frozenset(session_origin(host) for host in SESSION_HOSTS)
+
+
+def session_reply(url: Any, expires: Any, origins: frozenset[Origin]) -> ReplyHandle | None:
+    """The ``sessionWebhook`` if its scheme, host and port are one of ``origins``."""
+    if not isinstance(url, str) or len(url) > 4096:
+        return None
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:  # a malformed host or port
+        return None
+    if (scheme, (parts.hostname or "").rstrip("."), port) not in origins:
+        return None
+    return ReplyHandle(kind="dingtalk_session", url=url, expires_at=from_ms(expires))

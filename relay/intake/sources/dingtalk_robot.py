@@ -6,7 +6,9 @@ outside ±``tolerance`` (1 h, DingTalk's own rule) are refused. The signature do
 cover the body, so one (timestamp, sign) pair may carry one message only: intake gets
 it as a single-use credential and refuses it with any other ``msgId`` (401
 ``replayed_signature``), while a resend of the same ``msgId`` is a duplicate. The
-dedupe key is ``msgId``.
+dedupe key is ``msgId``. The unsigned body's ``sessionWebhook`` becomes the event's
+reply URL only if it points at an origin in ``session_hosts`` (DingTalk's API hosts
+over https by default), so a forged body cannot aim a reply target elsewhere.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ import json
 import time
 import uuid
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from relay.config.units import Duration
 from relay.errors import Unauthorized, Unprocessable
-from relay.events import FileRef, GroupEvent, Party, ReplyHandle
+from relay.events import FileRef, GroupEvent, Party
 from relay.intake.sources.base import (
     BaseSource,
     InboundRequest,
@@ -35,17 +36,20 @@ from relay.intake.sources.base import (
     SourceOptions,
 )
 from relay.intake.sources.dingtalk_payloads import (
+    DEFAULT_ORIGINS,
     MAX_ID,
+    SESSION_HOSTS,
+    Origin,
     build_event,
     file_ref,
     from_ms,
     ident,
     party,
+    session_origin,
+    session_reply,
 )
 from relay.intake.sources.generic_payloads import read_json
 
-SESSION_HOSTS = frozenset({"oapi.dingtalk.com", "api.dingtalk.com"})
-"""Hosts a ``sessionWebhook`` may point at; any other URL is not kept (the body is unsigned)."""
 MEDIA_TYPES = ("picture", "audio", "video", "file")
 
 
@@ -63,6 +67,17 @@ class DingTalkRobotOptions(SourceOptions):
         default_factory=list, repr=False, description="More secrets, accepted while rotating."
     )
     tolerance: Duration = Field(3600, gt=0, description="Allowed clock skew each way.")
+    session_hosts: list[str] = Field(
+        default_factory=lambda: list(SESSION_HOSTS),
+        description="Where a sessionWebhook may point: a host (https on 443) or an origin.",
+    )
+
+    @field_validator("session_hosts")
+    @classmethod
+    def _session_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            session_origin(entry)  # its ValueError names the entry and what is wrong
+        return value
 
     @model_validator(mode="after")
     def _some_secret(self) -> DingTalkRobotOptions:
@@ -86,6 +101,7 @@ class DingTalkRobotSource(BaseSource):
         super().__init__(config)  # type: ignore[arg-type]
         opts: DingTalkRobotOptions = self.options
         self.secrets = ([opts.app_secret] if opts.app_secret else []) + list(opts.app_secrets)
+        self.session_origins = frozenset(session_origin(entry) for entry in opts.session_hosts)
 
     def _signed(self, request: InboundRequest) -> tuple[str, bytes]:
         """The ``timestamp`` header and the digest ``sign`` carries; 401 if malformed."""
@@ -135,7 +151,7 @@ class DingTalkRobotSource(BaseSource):
         body = read_json(request)
         if not isinstance(body, dict):
             raise Unprocessable("body: a DingTalk robot message is a JSON object")
-        event = robot_event(self.config.id, body)
+        event = robot_event(self.config.id, body, self.session_origins)
         # The digest, not the header text: base64 has spare bits, so several spellings of
         # one sign decode alike and must count as the same credential.
         credential = hashlib.sha256(stamp.encode() + b"\n" + digest).hexdigest()
@@ -194,7 +210,9 @@ def sample_message(now_ms: int) -> dict[str, Any]:
     }
 
 
-def robot_event(source_id: str, body: dict[str, Any]) -> GroupEvent:
+def robot_event(
+    source_id: str, body: dict[str, Any], session_origins: frozenset[Origin] = DEFAULT_ORIGINS
+) -> GroupEvent:
     """Map one robot message; ``msgtype`` picks the event type (unknown → ``custom``)."""
     msg_id = ident(body.get("msgId"), MAX_ID)
     if msg_id is None:
@@ -230,7 +248,9 @@ def robot_event(source_id: str, body: dict[str, Any]) -> GroupEvent:
         mentions=_mentions(body.get("atUsers"), body.get("chatbotUserId")),
         mentions_bot=body.get("isInAtList") is True,
         message_id=msg_id,
-        reply=_session(body.get("sessionWebhook"), body.get("sessionWebhookExpiredTime")),
+        reply=session_reply(
+            body.get("sessionWebhook"), body.get("sessionWebhookExpiredTime"), session_origins
+        ),
         files=files,
         raw=body,
         **({"occurred_at": occurred} if occurred else {}),
@@ -278,17 +298,3 @@ def _mentions(at_users: Any, bot_id: Any) -> list[Party]:
         if person is not None and all(p.id != person.id for p in found):
             found.append(person)
     return found
-
-
-def _session(url: Any, expires: Any) -> ReplyHandle | None:
-    """The ``sessionWebhook`` if it is an https URL on DingTalk's own API hosts."""
-    if not isinstance(url, str) or len(url) > 4096:
-        return None
-    try:
-        parts = urlsplit(url)
-        allowed = parts.hostname in SESSION_HOSTS and parts.port in (None, 443)
-    except ValueError:  # a malformed host or port
-        return None
-    if parts.scheme != "https" or not allowed:
-        return None
-    return ReplyHandle(kind="dingtalk_session", url=url, expires_at=from_ms(expires))

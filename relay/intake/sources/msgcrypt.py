@@ -5,7 +5,8 @@ Encryption: AES-256-CBC with ``key = b64decode(EncodingAESKey + "=")`` and
 ``iv = key[:16]``, PKCS#7 padding to 32-byte blocks, over
 ``random(16) ‖ len(msg) as 4 bytes big-endian ‖ msg ‖ receiver id`` (WeCom's corp id,
 DingTalk's app key or corp id). Decryption checks the padding, the length field and the
-receiver id, so a message sealed for another app is refused.
+receiver id, so a message sealed for another app is refused. Line breaks in the base64
+are ignored (RFC 2045): DingTalk's own Python helper wraps it at 76 columns.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class MsgCrypt:
 
     def decrypt(self, encrypted: str) -> bytes:
         """The message inside ``encrypted``; ``CryptError``/``ReceiverMismatch`` if not."""
+        unwrapped = encrypted.replace("\r", "").replace("\n", "")
         try:
-            sealed = base64.b64decode(encrypted, validate=True)
+            sealed = base64.b64decode(unwrapped, validate=True)
         except (binascii.Error, ValueError):
             raise CryptError("the ciphertext is not valid base64") from None
         if not sealed or len(sealed) % 16:

@@ -56,6 +56,9 @@ class TelegramOptions(SourceOptions):
     allowed_updates: list[str] | None = Field(
         None, description="Update types getUpdates asks for; unset keeps the bot's setting."
     )
+    allow_private: bool = Field(
+        False, description="Let relay poll reach an api_base on a private address."
+    )
 
     @field_validator("secret_token")
     @classmethod

@@ -5,12 +5,16 @@ parameter ``msg_signature`` and encrypts the message under the EncodingAESKey fo
 ReceiveId (the corp id; a suite id for third-party apps; ``""`` for 智能机器人 bots).
 The URL check is a GET whose ``echostr`` is answered with its plaintext; events are
 POSTs of an XML (or JSON) envelope around ``Encrypt``, acknowledged with an empty
-200 (WeCom retries three times when no answer comes within 5 s).
+200 (WeCom retries three times when no answer comes within 5 s). The URL check is
+signed exactly like an event, so it gets the same time window and answers only a
+plaintext shaped like an echostr: otherwise a captured POST replayed as a GET would
+have the relay decrypt the message for anyone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from typing import ClassVar
@@ -40,6 +44,9 @@ from relay.intake.sources.msgcrypt import (
 from relay.intake.sources.wecom_payloads import dedupe_key, read_envelope, read_message, to_event
 
 SAMPLE_AGENT_ID = "1000002"
+ECHOSTR = re.compile(rb"[0-9A-Za-z]{1,128}")
+"""What an echostr decrypts to: a short random string of digits and letters (WeCom's
+own samples: ``1288432023552776189``); never XML or JSON, so never a sealed message."""
 SAMPLE_TEXT = "Deploy finished: relay is live"
 
 
@@ -119,19 +126,29 @@ class WecomSource(BaseSource):
     def handshake(self, request: InboundRequest) -> Reply | None:
         """The URL check: GET with ``echostr``, answered with its bare plaintext.
 
-        No time window here: the answer has no side effect, and WeCom's own SDKs check
-        none. A ``+`` sent unencoded arrives as a space (base64 has no spaces), so if
-        the value as received does not verify, it is tried once more with ``+`` back.
+        It is signed like an event, so it gets the event's time window, and only a
+        plaintext shaped like an echostr is answered: a captured POST's ``Encrypt`` sent
+        as a GET must not come back decrypted. A ``+`` sent unencoded arrives as a space
+        (base64 has no spaces), so if the value as received does not verify, it is
+        tried once more with ``+`` back.
         """
         echostr = request.arg("echostr") if request.method == "GET" else None
         if echostr is None:
             return None
         sig, stamp, nonce = self._query(request)
+        self._check_time(stamp)
         restored = echostr.replace(" ", "+")
         if restored != echostr and not self._matches(sig, stamp, nonce, echostr):
             echostr = restored
         self._check_signature(sig, stamp, nonce, echostr)
-        return Reply(200, self._open(echostr), content_type="text/plain")
+        plain = self._open(echostr)
+        if ECHOSTR.fullmatch(plain) is None:
+            raise BadRequest(
+                "echostr does not decrypt to a URL-check string (1-128 letters and digits); "
+                "a sealed message is not answered in clear",
+                code="invalid_echostr",
+            )
+        return Reply(200, plain, content_type="text/plain")
 
     def verify(self, request: InboundRequest) -> None:
         sig, stamp, nonce = self._query(request)

@@ -5,12 +5,14 @@
 -- KEYS[2]  the delivery's lock (relay:lock:<delivery id>)
 -- KEYS[3]  in-flight set (member -> deadline)
 -- KEYS[4]  the schedule (delivery id -> due)
+-- KEYS[5]  (optional) the held hash of the worker running it, which notes the run there
 -- ARGV[1]  this run's lock token (finish and dead release the lock only if it holds it)
 -- ARGV[2]  lock TTL (ms)
 -- ARGV[3]  now (epoch s)
 -- ARGV[4]  in-flight deadline (epoch s)
 -- ARGV[5]  delivery id
 -- ARGV[6]  event key prefix (the event key is derived, not declared: one Redis, no cluster)
+-- ARGV[7]  (with KEYS[5]) the run's field there: '<message delivery tag> deliver:<id>'
 -- Returns  {verdict, attempt, previous status[, record fields, event JSON or '']}: verdict
 --          'run' (with the fields), else 'missing', 'delivered', 'dead', 'not_due' or
 --          'locked' with attempt 0 and ''
@@ -19,12 +21,14 @@ local delivery_key = KEYS[1]
 local lock_key = KEYS[2]
 local inflight = KEYS[3]
 local schedule = KEYS[4]
+local held = KEYS[5]
 local token = ARGV[1]
 local lock_ttl_ms = ARGV[2]
 local now = ARGV[3]
 local deadline = ARGV[4]
 local delivery_id = ARGV[5]
 local event_prefix = ARGV[6]
+local held_field = ARGV[7]
 
 local status = redis.call('HGET', delivery_key, 'status')
 if not status then return {'missing', 0, ''} end
@@ -41,6 +45,7 @@ local attempts = redis.call('HINCRBY', delivery_key, 'attempts', 1)
 redis.call('HSET', delivery_key, 'status', 'running', 'updated_at', now)
 redis.call('ZREM', schedule, delivery_id)
 redis.call('ZADD', inflight, deadline, 'deliver:' .. delivery_id)
+if held then redis.call('HSET', held, held_field, token) end
 local event_id = redis.call('HGET', delivery_key, 'event_id')
 local data = event_id and redis.call('HGET', event_prefix .. event_id, 'data')
 return {'run', attempts, status, fields, data or ''}

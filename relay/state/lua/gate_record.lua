@@ -1,10 +1,12 @@
--- Feed one attempt's outcome to the target's circuit breaker (TargetGate.record). It
--- opens after `failures` consecutive failures, or when the failure rate over the window
--- reaches `rate` with at least `min calls`; each reopening doubles the open span up to
--- the max. A half-open probe's success closes it, its failure reopens it.
+-- Feed one finished attempt's outcome to the target's circuit breaker (TargetGate.record)
+-- and give back its slot among the attempts in flight. An attempt that passed the
+-- slow-call threshold counts as a failure whatever its outcome, once: gate_admit.lua may
+-- already have counted it while it ran (see lib/breaker.lua for the state machine).
 --
 -- KEYS[1]  the target's state (hash)
 -- KEYS[2]  the target's recent calls (ZSET, ok:/fail:<token>:<ms> -> ms)
+-- KEYS[3]  the target's running attempts (ZSET token -> end of its lease, ms)
+-- KEYS[4]  the running attempts' slow-call deadlines (ZSET token -> ms; 'inf' once counted)
 -- ARGV[1]  '1' if the attempt succeeded
 -- ARGV[2]  token (the delivery id)
 -- ARGV[3]  consecutive failures that open the breaker
@@ -18,9 +20,12 @@
 --          'recovered' if this outcome changed it, or 'ignored'
 
 --!include lib/clock.lua
+--!include lib/breaker.lua
 
 local state_key = KEYS[1]
 local calls_key = KEYS[2]
+local running_key = KEYS[3]
+local slow_key = KEYS[4]
 local ok = ARGV[1] == '1'
 local token = ARGV[2]
 local failures = tonumber(ARGV[3])
@@ -31,45 +36,20 @@ local open_ms = tonumber(ARGV[7])
 local max_open_ms = tonumber(ARGV[8])
 local counts = ARGV[9] == '1'
 
+local policy = breaker_policy(failures, failure_rate, window, min_calls, open_ms, max_open_ms)
+
 local now = now_ms()
 redis.call('HINCRBY', state_key, ok and 'successes' or 'failures', 1)
 redis.call('HSET', state_key, ok and 'last_success' or 'last_failure', now)
+redis.call('ZREM', running_key, token)
+local slow_at = redis.call('ZSCORE', slow_key, token)
+redis.call('ZREM', slow_key, token)
+if slow_at == 'inf' then  -- counted as a slow call while it ran
+  return redis.call('HGET', state_key, 'state') or 'closed'
+end
+if slow_at and tonumber(slow_at) <= now then
+  redis.call('HINCRBY', state_key, 'slow_calls', 1)
+  return breaker_count(state_key, calls_key, policy, false, token, now)
+end
 if not counts then return 'ignored' end
-redis.call('ZADD', calls_key, now, (ok and 'ok:' or 'fail:') .. token .. ':' .. now)
-redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', now - window)
-redis.call('PEXPIRE', calls_key, window)
-local s = redis.call('HMGET', state_key, 'state', 'probe', 'opened')
-local state = s[1] or 'closed'
-local function open()
-  local opened = tonumber(s[3] or '0') + 1
-  local span = math.min(open_ms * 2 ^ (opened - 1), max_open_ms)
-  redis.call('HSET', state_key, 'state', 'open', 'open_until', now + span, 'opened', opened,
-             'opened_at', now)
-  redis.call('HDEL', state_key, 'probe', 'probe_until')
-  return 'opened'
-end
-if ok then
-  redis.call('HSET', state_key, 'consecutive', 0)
-  if state == 'half_open' and s[2] == token then
-    redis.call('HSET', state_key, 'state', 'closed', 'opened', 0)
-    redis.call('HDEL', state_key, 'probe', 'probe_until', 'open_until')
-    return 'recovered'
-  end
-  return state
-end
-local consecutive = redis.call('HINCRBY', state_key, 'consecutive', 1)
-if state == 'half_open' then
-  if s[2] == token then return open() end
-  return state
-end
-if state == 'open' then return state end
-if consecutive >= failures then return open() end
-local calls = redis.call('ZRANGE', calls_key, 0, -1)
-if #calls >= min_calls then
-  local failed = 0
-  for _, call in ipairs(calls) do
-    if string.sub(call, 1, 5) == 'fail:' then failed = failed + 1 end
-  end
-  if failed / #calls >= failure_rate then return open() end
-end
-return state
+return breaker_count(state_key, calls_key, policy, ok, token, now)

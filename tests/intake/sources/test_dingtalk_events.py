@@ -57,7 +57,9 @@ SOURCES: list[dict[str, Any]] = [
     {"id": "windowed", "kind": "dingtalk_events", "token": V_TOKEN, "aes_key": V_KEY,
      "owner_key": V_OWNER, "tolerance": "5m"},
     {"id": "otherapp", "kind": "dingtalk_events", "token": V_TOKEN, "aes_key": V_KEY,
-     "owner_key": "dingotherappkey"},
+     "owner_key": "dingotherappkey", "tolerance": "100000d"},
+    {"id": "vec", "kind": "dingtalk_events", "token": V_TOKEN, "aes_key": V_KEY,
+     "owner_key": V_OWNER, "tolerance": "100000d"},  # replays the 2020 vector
 ]  # fmt: skip
 _counter = itertools.count()
 Query = dict[str, str]
@@ -150,7 +152,7 @@ def test_vector_independently() -> None:
 
 
 def test_vector_check_url_is_answered(client: FlaskClient, redis_client: redis.Redis) -> None:
-    response = post(client, V_QUERY, V_BODY)
+    response = post(client, V_QUERY, V_BODY, "vec")
     assert_success_map(response)
     assert redis_client.llen(keys.FANOUT_QUEUE) == 0
     assert redis_client.keys("relay:event:*") == []
@@ -158,7 +160,57 @@ def test_vector_check_url_is_answered(client: FlaskClient, redis_client: redis.R
 
 def test_vector_with_older_parameter_names(client: FlaskClient) -> None:
     query = {"signature": V_SIGNATURE, "timeStamp": V_TS, "nonce": V_NONCE}
-    assert_success_map(post(client, query, V_BODY))
+    assert_success_map(post(client, query, V_BODY, "vec"))
+
+
+def test_vector_is_stale_under_the_default_window(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    assert_refused(post(client, V_QUERY, V_BODY), 401, "stale_timestamp", redis_client)
+
+
+@pytest.mark.parametrize("days", [10, -10, 3.1])
+def test_default_window_refuses_a_push_days_old(
+    client: FlaskClient, redis_client: redis.Redis, days: float
+) -> None:
+    """A captured push replayed days later (or stamped days ahead) is refused, and the
+    answer names the window and how to change it."""
+    pushed = chat_event("chat_add_member", eventId="evt-old", userId=["u"])
+    plain = json.dumps(pushed).encode()
+    encrypt = sealed(plain)
+    query = signed(encrypt, ts=str(int((time.time() - days * 86400) * 1000)))
+    response = post(client, query, json.dumps({"encrypt": encrypt}).encode())
+    assert_refused(response, 401, "stale_timestamp", redis_client)
+    assert "the window is ±259200s" in response.get_json()["detail"]
+    assert not redis_client.exists(keys.dedupe("dte", "evt-old"))
+
+
+def test_default_window_accepts_a_late_retry(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    """A retry two days after the event, signed with its first timestamp, still counts."""
+    pushed = chat_event("chat_add_member", eventId="evt-late", userId=["u"])
+    encrypt = sealed(json.dumps(pushed).encode())
+    query = signed(encrypt, ts=str(int((time.time() - 2 * 86400) * 1000)))
+    stored(redis_client, post(client, query, json.dumps({"encrypt": encrypt}).encode()))
+
+
+def test_line_wrapped_ciphertext_is_accepted(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    """DingTalk's own Python helper (DingCallbackCrypto3.encrypt) returns
+    ``base64.encodebytes``: wrapped at 76 columns with a final newline, signed as such."""
+    pushed = chat_event("chat_add_member", eventId="evt-wrapped", userId=["user456"])
+    one_line = sealed(json.dumps(pushed).encode())
+    wrapped = base64.encodebytes(base64.b64decode(one_line)).decode()
+    assert wrapped.count("\n") > 1
+    response = post(client, signed(wrapped), json.dumps({"encrypt": wrapped}).encode())
+    event = stored(redis_client, response)
+    assert event["type"] == "member.joined" and event["raw"]["eventId"] == "evt-wrapped"
+    # Still signed over the exact string sent: the unwrapped value does not verify.
+    query = signed(wrapped)
+    other = post(client, query, json.dumps({"encrypt": one_line}).encode())
+    assert other.status_code == 401 and other.get_json()["error"] == "invalid_signature"
 
 
 def test_vector_is_stale_when_a_window_is_set(
@@ -178,7 +230,7 @@ def test_vector_handshake_is_verified_first(
 ) -> None:
     query = dict(V_QUERY)
     query[name] = query[name][:-1] + ("0" if query[name][-1] != "0" else "1")
-    assert_refused(post(client, query, V_BODY), 401, "invalid_signature", redis_client)
+    assert_refused(post(client, query, V_BODY, "vec"), 401, "invalid_signature", redis_client)
 
 
 @pytest.mark.parametrize("kind", ["check_create_suite_url", "check_update_suite_url"])
@@ -205,7 +257,8 @@ def test_member_added(client: FlaskClient, redis_client: redis.Redis) -> None:
     assert event["occurred_at"].startswith("2020-12-15T10:11:46.990")
     assert event["raw"] == pushed
     assert redis_client.get(keys.dedupe("dte", pushed["eventId"])) is not None
-    assert 3 * 86400 - 60 < redis_client.ttl(keys.dedupe("dte", pushed["eventId"])) <= 3 * 86400
+    # A day past the 3-day window: a replay inside the window is always a known duplicate.
+    assert 4 * 86400 - 60 < redis_client.ttl(keys.dedupe("dte", pushed["eventId"])) <= 4 * 86400
     assert "X-Relay-Duplicate" not in response.headers
 
 

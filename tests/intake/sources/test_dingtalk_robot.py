@@ -56,7 +56,9 @@ SOURCES: list[dict[str, Any]] = [
     {"id": "dt", "kind": "dingtalk_robot", "app_secret": SECRET},
     {"id": "rot", "kind": "dingtalk_robot", "app_secret": SECRET, "app_secrets": [OLD_SECRET]},
     {"id": "vec", "kind": "dingtalk_robot", "app_secret": V_SECRET, "tolerance": "3650d"},
-]
+    {"id": "local", "kind": "dingtalk_robot", "app_secret": SECRET,
+     "session_hosts": ["oapi.dingtalk.com", "http://127.0.0.1:8089", "https://Test.Example:8443"]},
+]  # fmt: skip
 _clock = itertools.count()
 
 
@@ -361,6 +363,43 @@ def test_session_webhook_elsewhere_is_not_kept(
     assert event["reply"] is None
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8089/robot/sendBySession?session=x",
+        "https://test.example:8443/robot/sendBySession?session=x",
+        "https://oapi.dingtalk.com/robot/sendBySession?session=x",
+    ],
+)
+def test_session_webhook_on_a_configured_origin_is_kept(
+    client: FlaskClient, redis_client: redis.Redis, url: str
+) -> None:
+    """``session_hosts`` lets a test server in: http and a port only as spelled there."""
+    body = message(sessionWebhook=url)
+    event = stored(redis_client, post(client, encode(body), headers_for(), "local"))
+    assert event["reply"]["kind"] == "dingtalk_session" and event["reply"]["url"] == url
+    default = stored(redis_client, post(client, encode(message(sessionWebhook=url)), headers_for()))
+    assert (default["reply"] is None) is (url.startswith(("http:", "https://test.")))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:8089/robot/sendBySession?session=x",  # the scheme counts
+        "http://127.0.0.1:8090/robot/sendBySession?session=x",  # so does the port
+        "http://127.0.0.1/robot/sendBySession?session=x",
+        "http://localhost:8089/robot/sendBySession?session=x",
+        "https://api.dingtalk.com/robot/sendBySession?session=x",  # not in this list
+        "https://test.example/x",
+    ],
+)
+def test_session_webhook_outside_the_configured_origins_is_not_kept(
+    client: FlaskClient, redis_client: redis.Redis, url: str
+) -> None:
+    body = message(sessionWebhook=url)
+    assert stored(redis_client, post(client, encode(body), headers_for(), "local"))["reply"] is None
+
+
 def test_odd_field_types_are_skipped(client: FlaskClient, redis_client: redis.Redis) -> None:
     body = message(
         conversationId=7,
@@ -494,6 +533,19 @@ def test_sample_is_accepted_and_realistic(
         ({"app_secret": ""}, "app_secret is empty"),
         ({"app_secrets": ["ok", ""]}, "app_secrets[1] is empty"),
         ({"app_secret": "s", "tolerance": 0}, "tolerance"),
+        (
+            {"app_secret": "s", "session_hosts": ["ftp://127.0.0.1"]},
+            "sources[0].session_hosts: 'ftp://127.0.0.1' is neither a host name",
+        ),
+        (
+            {"app_secret": "s", "session_hosts": ["http://127.0.0.1:8089/robot"]},
+            "'http://127.0.0.1:8089/robot' is neither a host name",
+        ),
+        (
+            {"app_secret": "s", "session_hosts": ["127.0.0.1:99999"]},
+            "'127.0.0.1:99999': Port out of range",
+        ),
+        ({"app_secret": "s", "session_hosts": "oapi.dingtalk.com"}, "sources[0].session_hosts"),
     ],
 )
 def test_config_errors(options: dict[str, Any], problem: str) -> None:

@@ -57,6 +57,30 @@ def test_round_trip_is_deterministic_with_a_fixed_prefix() -> None:
     assert len(base64.b64decode(sealed)) % 32 == 0
 
 
+def test_line_wrapped_base64_decrypts() -> None:
+    """DingTalk's Python helper seals with ``base64.encodebytes``: 76 columns and a final
+    newline (CRLF from other senders); line breaks are not data (RFC 2045)."""
+    crypt = MsgCrypt(DT_KEY, DT_OWNER)
+    wrapped = base64.encodebytes(base64.b64decode(DT_ENCRYPT)).decode()
+    assert "\n" in wrapped.rstrip("\n") and wrapped.endswith("\n")
+    assert crypt.decrypt(wrapped) == b'{"EventType":"check_url"}'
+    assert crypt.decrypt(wrapped.replace("\n", "\r\n")) == b'{"EventType":"check_url"}'
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        DT_ENCRYPT[:40] + " " + DT_ENCRYPT[40:],  # a space is not a line break
+        DT_ENCRYPT[:40] + "\t" + DT_ENCRYPT[40:],
+        DT_ENCRYPT[:40] + "\n!\n" + DT_ENCRYPT[40:],
+        "\n\r\n",  # nothing but line breaks
+    ],
+)
+def test_other_characters_in_wrapped_base64_are_refused(garbage: str) -> None:
+    with pytest.raises(CryptError):
+        MsgCrypt(DT_KEY, DT_OWNER).decrypt(garbage)
+
+
 def test_wrong_receiver_is_refused() -> None:
     with pytest.raises(ReceiverMismatch):
         MsgCrypt(DT_KEY, "ding-another-app").decrypt(DT_ENCRYPT)

@@ -287,7 +287,10 @@ MESSAGE = {
     [
         ("a&lt;b &amp; c&gt;d", "a<b & c>d"),
         ("&amp;lt; stays one level deep", "&lt; stays one level deep"),
-        ("<https://ci.example.com/42|build 42> failed", "build 42 (https://ci.example.com/42) failed"),
+        (
+            "<https://ci.example.com/42|build 42> failed",
+            "build 42 (https://ci.example.com/42) failed",
+        ),
         ("see <https://example.com>", "see https://example.com"),
         ("mail <mailto:ada@example.com|Ada>", "mail Ada (mailto:ada@example.com)"),
         ("in <#C0OPS0001|ops> and <#C0OTHER01>", "in #ops and #C0OTHER01"),

@@ -93,7 +93,7 @@ SOURCES: list[dict[str, Any]] = [
     {"id": "wc", **BASE},
     {"id": "vec", **BASE, "tolerance": "100000d"},  # replays the 2016 vectors
     {"id": "bot", **BASE, "corp_id": ""},  # 智能机器人: ReceiveId ""
-    {"id": "doc", **BASE, "token": "QDG6eK", "encoding_aes_key": OTHER_KEY},
+    {"id": "doc", **BASE, "token": "QDG6eK", "encoding_aes_key": OTHER_KEY, "tolerance": "100000d"},
 ]
 SOURCES[3]["corp_id"] = "wx5823bf96d3bd56c7"
 Request = dict[str, Any]
@@ -163,7 +163,7 @@ def test_url_check_vector_through_receiver(client: FlaskClient) -> None:
     query = urlencode(
         {"msg_signature": GET_SIG, "timestamp": GET_TS, "nonce": GET_NONCE, "echostr": GET_ECHOSTR}
     )
-    response = client.get(f"/hooks/wc?{query}")
+    response = client.get(f"/hooks/vec?{query}")
     assert response.status_code == 200
     assert response.get_data() == b"1288432023552776189"  # no quotes, BOM or newline
     assert response.headers["Content-Type"] == "text/plain"
@@ -172,7 +172,7 @@ def test_url_check_vector_through_receiver(client: FlaskClient) -> None:
 def test_url_check_with_unencoded_plus(client: FlaskClient) -> None:
     """A '+' left unencoded reads as a space; base64 has none, so it is restored."""
     query = f"msg_signature={GET_SIG}&timestamp={GET_TS}&nonce={GET_NONCE}&echostr={GET_ECHOSTR}"
-    response = client.get(f"/hooks/wc?{query}")
+    response = client.get(f"/hooks/vec?{query}")
     assert response.status_code == 200 and response.get_data() == b"1288432023552776189"
 
 
@@ -190,7 +190,58 @@ def test_doc_example_url_encoded(client: FlaskClient) -> None:
 def test_trap_comment_vector_does_not_verify_with_sample_token(
     client: FlaskClient, redis_client: redis.Redis
 ) -> None:
-    assert_refused(client.get(f"/hooks/wc?{DOC_QUERY}"), 401, "invalid_signature", redis_client)
+    assert_refused(client.get(f"/hooks/vec?{DOC_QUERY}"), 401, "invalid_signature", redis_client)
+
+
+def test_url_check_vector_is_stale_under_the_default_window(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    """The URL check is signed like an event, so it gets the event's window."""
+    query = urlencode(
+        {"msg_signature": GET_SIG, "timestamp": GET_TS, "nonce": GET_NONCE, "echostr": GET_ECHOSTR}
+    )
+    assert_refused(client.get(f"/hooks/wc?{query}"), 401, "stale_timestamp", redis_client)
+
+
+def test_captured_post_sent_as_get_is_not_decrypted(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    """The official POST's signature, timestamp, nonce and Encrypt as a URL check: the
+    signature verifies (it covers the same four values), but the plaintext is a message,
+    not an echostr, so it must not come back in clear."""
+    query = urlencode(
+        {"msg_signature": POST_SIG, "timestamp": POST_TS, "nonce": POST_NONCE,
+         "echostr": POST_ENCRYPT}
+    )  # fmt: skip
+    response = client.get(f"/hooks/vec?{query}")
+    assert_refused(response, 400, "invalid_echostr", redis_client)
+    assert "你好".encode() not in response.get_data()
+    assert b"ChenJiaShun" not in response.get_data()
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_fresh_captured_event_sent_as_get_is_not_decrypted(
+    client: FlaskClient, redis_client: redis.Redis, fmt: str
+) -> None:
+    """A POST captured just now (inside the window) replayed as a GET."""
+    plain = (
+        xml({**APP, "Content": "secret plan"})
+        if fmt == "xml"
+        else json.dumps(
+            {"msgid": "m1", "msgtype": "text", "text": {"content": "secret plan"}}
+        ).encode()
+    )
+    r = build(plain, fmt=fmt)
+    envelope = r["body"]
+    encrypt = (
+        json.loads(envelope)["encrypt"]
+        if fmt == "json"
+        else envelope.split(b"<Encrypt><![CDATA[")[1].split(b"]]>")[0].decode()
+    )
+    response = client.get(f"/hooks/wc?{urlencode({**r['query'], 'echostr': encrypt})}")
+    assert_refused(response, 400, "invalid_echostr", redis_client)
+    assert b"secret plan" not in response.get_data()
+    assert send(client, r).status_code == 200  # the same request as a POST is an event
 
 
 def test_post_vector_signature_and_plaintext() -> None:
@@ -548,9 +599,13 @@ def test_bad_input_matrix(client: FlaskClient, redis_client: redis.Redis, name: 
     assert not redis_client.exists(keys.dedupe("wc", "msg:5"))
 
 
-def _url_check(echostr: str, *, token: str = TOKEN, **changes: str | None) -> str:
-    query = {"timestamp": "1", "nonce": "2", "echostr": echostr}
-    query["msg_signature"] = sha1_signature(token, "1", "2", echostr)
+def _url_check(
+    echostr: str, *, token: str = TOKEN, ts: str | None = None, **changes: str | None
+) -> str:
+    """A URL check signed now (or at ``ts``); ``changes`` replace query values afterwards."""
+    stamp = ts or str(int(time.time()))
+    query = {"timestamp": stamp, "nonce": "2", "echostr": echostr}
+    query["msg_signature"] = sha1_signature(token, stamp, "2", echostr)
     query.update(changes)
     return urlencode({k: v for k, v in query.items() if v is not None})
 
@@ -558,7 +613,15 @@ def _url_check(echostr: str, *, token: str = TOKEN, **changes: str | None) -> st
 @pytest.mark.parametrize(
     ("query", "status", "code"),
     [
-        (_url_check(GET_ECHOSTR), 200, None),  # no time window on the URL check
+        (_url_check(GET_ECHOSTR), 200, None),
+        (_url_check(GET_ECHOSTR, ts="1"), 401, "stale_timestamp"),
+        (_url_check(GET_ECHOSTR, ts=str(int(time.time()) + 3600)), 401, "stale_timestamp"),
+        (_url_check(GET_ECHOSTR, timestamp="soon"), 401, "invalid_timestamp"),
+        (_url_check(_sealed(b"<xml><Content>hi</Content></xml>")), 400, "invalid_echostr"),
+        (_url_check(_sealed(b'{"msgid": "1"}')), 400, "invalid_echostr"),
+        (_url_check(_sealed(b"")), 400, "invalid_echostr"),
+        (_url_check(_sealed(b"12 34")), 400, "invalid_echostr"),
+        (_url_check(_sealed(b"9" * 129)), 400, "invalid_echostr"),
         (_url_check(GET_ECHOSTR, token="other"), 401, "invalid_signature"),
         (_url_check(GET_ECHOSTR, nonce=None), 401, "missing_signature"),
         (_url_check(GET_ECHOSTR, msg_signature="0" * 40), 401, "invalid_signature"),
@@ -737,7 +800,10 @@ def test_one_query_value_replaced(
         body, headers = sample.body, sample.headers
     query[name] = value  # type: ignore[assignment]
     qs = urlencode({k: v for k, v in query.items() if v is not None})
-    response = fuzz_client.open(f"/hooks/wc?{qs}", method=method, data=body, headers=headers)
+    source_id = "vec" if method == "GET" else "wc"  # the 2016 URL-check vector needs a wide window
+    response = fuzz_client.open(
+        f"/hooks/{source_id}?{qs}", method=method, data=body, headers=headers
+    )
     if response.status_code == 200 and method == "GET":
         assert response.get_data() == b"1288432023552776189"
     elif response.status_code != 405:
@@ -749,3 +815,9 @@ def test_occurred_at_uses_utc() -> None:
     seconds = to_event("wc", {"MsgType": "text", "CreateTime": "1700000000"})
     millis = to_event("wc", {"MsgType": "text", "CreateTime": 1700000000000})
     assert seconds.occurred_at == millis.occurred_at == datetime.fromtimestamp(NOW, UTC)
+
+
+@pytest.mark.parametrize("echo", [b"1288432023552776189", b"AbC123xyz", b"7"])
+def test_url_check_answers_any_echostr_shaped_plaintext(client: FlaskClient, echo: bytes) -> None:
+    response = client.get(f"/hooks/wc?{_url_check(_sealed(echo))}")
+    assert response.status_code == 200 and response.get_data() == echo

@@ -24,6 +24,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+import relay.addresses
+import relay.guarded
 import workers.net.http as guard
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from workers.net.addresses import check_url, refusal, safe_url
@@ -253,8 +255,10 @@ def test_one_private_answer_refuses_the_whole_name(
 
 def allow_standin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Treat 127.0.0.2 as public, so a "public" server can run on loopback."""
-    real = guard.refusal
-    monkeypatch.setattr(guard, "refusal", lambda ip: None if str(ip) == "127.0.0.2" else real(ip))
+    real = relay.addresses.refusal  # the policy the guard (relay.guarded) applies
+    monkeypatch.setattr(
+        relay.guarded, "refusal", lambda ip: None if str(ip) == "127.0.0.2" else real(ip)
+    )
 
 
 def test_dns_rebinding_connects_only_to_the_checked_address(
