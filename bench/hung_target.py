@@ -14,8 +14,11 @@ for ``--duration`` s:
 
 Per run: POST-to-arrival p50/p99/max of the healthy deliveries, missing and duplicate
 ones, CPU per healthy delivery (web + worker + Redis, and the worker alone), the hung
-sink's requests, the hung target's waits by reason from Redis, and 'other CPU' (cores
-used by processes not ours: another tenant's load makes the figures unreliable). Then
+sink's requests, the scheduler's CPU per healthy delivery, the hung target's waits by
+reason from Redis (each a re-check that reached a worker's gate) and the looks the
+scheduler held back without a task message (the target state's ``held``), and 'other
+CPU' (cores used by processes not ours: another tenant's load makes the figures
+unreliable). Then
 the ratio of the two p99s (target: hung ≤ 2 × without). Exit status 1 if a healthy
 delivery is missing or the hung target's deliveries were dead-lettered.
 
@@ -72,7 +75,8 @@ HEALTHY = ("t1", "t2")
 HUNG = "hung"
 RUNS = Table(
     "run:8, sent:>5, healthy:>8, missing:>7, dup:>4, p50 ms:>7.1f, p99 ms:>8.1f, "
-    "max ms:>8.1f, CPU ms/dlv:>10.2f, wrk ms/dlv:>10.2f, hung reqs:>9, dead:>5, other CPU:>9.2f"
+    "max ms:>8.1f, CPU ms/dlv:>10.2f, wrk ms/dlv:>10.2f, sch ms/dlv:>10.2f, hung reqs:>9, "
+    "dead:>5, other CPU:>9.2f"
 )
 
 
@@ -90,8 +94,10 @@ class Result:
     max_ms: float
     cpu_ms_per_delivery: float
     worker_cpu_ms_per_delivery: float
+    scheduler_cpu_ms_per_delivery: float
     hung_requests: int
     hung_waits: dict[str, int] = field(default_factory=dict)
+    hung_held: int = 0
     hung_breaker: dict[str, Any] = field(default_factory=dict)
     dead_letters: int = 0
     foreign_cores: float = 0.0
@@ -140,6 +146,7 @@ def one_run(run: Run, name: str, args: argparse.Namespace) -> Result:
     ours = [f"{name}-web", f"{name}-worker"]
     cpu0 = sum(group_cpu_seconds(procs.pid(n)) for n in ours) + pid_cpu_seconds(run.redis_pid)
     wrk0 = group_cpu_seconds(procs.pid(f"{name}-worker"))
+    sch0 = group_cpu_seconds(procs.pid(f"{name}-scheduler"))
     count = int(args.rate * args.duration)
     body = sample_body()
     stamp = int(time.time())
@@ -159,6 +166,7 @@ def one_run(run: Run, name: str, args: argparse.Namespace) -> Result:
         time.sleep(0.5)
     cpu = sum(group_cpu_seconds(procs.pid(n)) for n in ours) + pid_cpu_seconds(run.redis_pid)
     wrk = group_cpu_seconds(procs.pid(f"{name}-worker")) - wrk0
+    sch = group_cpu_seconds(procs.pid(f"{name}-scheduler")) - sch0
     cpu -= cpu0
 
     seen: set[tuple[str, str]] = set()
@@ -187,8 +195,10 @@ def one_run(run: Run, name: str, args: argparse.Namespace) -> Result:
         max_ms=max(latencies, default=float("nan")) * 1000,
         cpu_ms_per_delivery=cpu * 1000 / max(1, len(seen)),
         worker_cpu_ms_per_delivery=wrk * 1000 / max(1, len(seen)),
+        scheduler_cpu_ms_per_delivery=sch * 1000 / max(1, len(seen)),
         hung_requests=hung.total() if hung is not None else 0,
         hung_waits=dict(stats.get("waits") or {}),
+        hung_held=int(breaker.get(b"held") or 0),
         hung_breaker={k.decode(): v.decode() for k, v in breaker.items()},
         dead_letters=int(client.zcard(keys.DLQ)),
         foreign_cores=foreign.cores,
@@ -246,12 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     for r in results.values():
         print(RUNS.row(
             r.run, r.sent, r.delivered, r.missing, r.duplicates, r.p50_ms, r.p99_ms, r.max_ms,
-            r.cpu_ms_per_delivery, r.worker_cpu_ms_per_delivery, r.hung_requests,
+            r.cpu_ms_per_delivery, r.worker_cpu_ms_per_delivery,
+            r.scheduler_cpu_ms_per_delivery, r.hung_requests,
             r.dead_letters, r.foreign_cores,
         ))  # fmt: skip
     if "hung" in results:
         hung = results["hung"]
-        print(f"hung target: waits {hung.hung_waits or 'none'}; breaker {hung.hung_breaker}")
+        rechecks = sum(hung.hung_waits.values())
+        print(
+            f"hung target: re-checks in a worker {rechecks} {hung.hung_waits or ''}; "
+            f"held by the scheduler {hung.hung_held}; state {hung.hung_breaker}"
+        )
     ok = all(r.missing == 0 and r.dead_letters == 0 for r in results.values())
     if {"without", "hung"} <= set(results):
         ratio = results["hung"].p99_ms / results["without"].p99_ms

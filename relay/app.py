@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from flask import Flask, Response
+from flask import Flask, Response, redirect, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from relay.config.models import RelayConfig
@@ -33,6 +34,11 @@ def create_app(settings: Settings | None = None, config: RelayConfig | None = No
     app.register_blueprint(dashboard)
     app.register_blueprint(api)
     app.register_blueprint(metrics)
+
+    @app.get("/")
+    def _landing() -> ResponseReturnValue:
+        """A browser pointed at the relay lands on the dashboard, not on a JSON 404."""
+        return redirect(url_for("dashboard.overview"))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

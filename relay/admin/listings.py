@@ -31,6 +31,7 @@ from relay.admin.views import Redactor, attempt_view, delivery_view, event_summa
 from relay.context import WebContext
 from relay.state import keys
 from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
+from relay.state.records import event_status
 
 SCAN_BUDGET = 5000  # records examined for one page
 
@@ -65,10 +66,17 @@ class Listings:
                     continue
                 items.append(event_summary(member.decode(), event, record, self.redactor))
                 if len(items) >= limit:
-                    return Page(items, last.encode())
+                    return self._event_page(items, last.encode())
             if walk.examined >= SCAN_BUDGET and last is not None:
-                return Page(items, last.encode())
-        return Page(items, None)
+                return self._event_page(items, last.encode())
+        return self._event_page(items, None)
+
+    def _event_page(self, items: list[dict[str, Any]], cursor: str | None) -> Page:
+        """The page, each event with its ``delivery_status`` read from its deliveries."""
+        found = self.store.event_statuses([e["id"] for e in items], [e["status"] for e in items])
+        for item, status in zip(items, found, strict=True):
+            item["delivery_status"] = status.value
+        return Page(items, cursor)
 
     def _event_matches(self, f: EventFilter, event: dict[str, Any], rec: dict[str, str]) -> bool:
         group = event.get("group") or {}
@@ -97,10 +105,13 @@ class Listings:
             for delivery_id in self.store.event_delivery_ids(event_id)
         ]
         redactor = self.admin_redactor if reveal_replies else self.redactor
+        shown = [d for d in deliveries if d is not None]
+        status = event_status(record.get("status"), (d["status"] for d in shown))
         return {
             **event_summary(event_id, event, record, redactor),
+            "delivery_status": status.value,
             "event": redactor.event(event),
-            "deliveries": [d for d in deliveries if d is not None],
+            "deliveries": shown,
         }
 
     # deliveries -----------------------------------------------------------------------
@@ -209,3 +220,18 @@ class Listings:
             if len(items) >= limit or examined >= SCAN_BUDGET:
                 return Page(items, position.encode())
         return Page(items, None)
+
+    def dead_letters_counted(
+        self, f: DeadLetterFilter, *, limit: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The newest ``limit`` dead letters matching ``f`` (all with ``None``) and how many
+        match in all: one walk without the scan budget, for the CLI's "showing N of M"."""
+        items: list[dict[str, Any]] = []
+        total = 0
+        for _, d in self._dead(f, None):
+            if d is None:
+                continue
+            total += 1
+            if limit is None or len(items) < limit:
+                items.append(delivery_view(d, self.redactor))
+        return items, total

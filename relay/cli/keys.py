@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 
 import click
 
-from relay.cli.common import load_runtime
+from relay.cli.common import load_runtime, redis_choice
+from relay.cli.discovery import masked, used_by_relay
+from relay.cli.table import age, echo_json_lines, echo_table
 from relay.config.units import parse_duration
 from relay.state.apikeys import SCOPES, ApiKeys, UnknownKey
 from relay.state.audit import AuditLog
@@ -16,8 +18,20 @@ from relay.state.audit import AuditLog
 _config = click.option("--config", type=click.Path(path_type=Path), help="Config file.")
 
 
-def _stores(config: Path | None) -> tuple[ApiKeys, AuditLog]:
-    runtime = load_runtime(config)
+def _stores(config: Path | None, *, provisioning: bool = False) -> tuple[ApiKeys, AuditLog]:
+    """The key store on the relay's Redis. ``provisioning``: creating a key before the
+    relay's first start is legitimate when the operator named the Redis
+    (``RELAY_REDIS_URL``), so an unused one is noted, not refused; the mere default is
+    refused, since a key there would land in a Redis that is not the relay's."""
+    named = bool(os.environ.get("RELAY_REDIS_URL"))
+    runtime = load_runtime(config, resolve_secrets=False, check_used=not (provisioning and named))
+    choice = redis_choice()
+    if provisioning and named and choice is not None and not used_by_relay(runtime.redis):
+        click.echo(
+            f"relay: note: no relay has used Redis at {masked(choice.url)} ({choice.why}) "
+            "yet; the key is stored there for the relay you start on it",
+            err=True,
+        )
     return ApiKeys(runtime.redis), AuditLog(runtime.redis)
 
 
@@ -32,7 +46,7 @@ def keys() -> None:
 @_config
 def create(name: str, scope: str, config: Path | None) -> None:
     """Create a key; its secret is printed once and stored only as a hash."""
-    store, audit = _stores(config)
+    store, audit = _stores(config, provisioning=True)
     key, token = store.create(name, scope)
     audit.record("key.create", actor="cli", target=key.id, detail=f"{name} ({scope})")
     click.echo(f"created {key.id} ({scope}): {name}")
@@ -46,15 +60,22 @@ def create(name: str, scope: str, config: Path | None) -> None:
 def list_keys(as_json: bool, config: Path | None) -> None:
     """Every key with its scope and state (never its secret)."""
     store, _ = _stores(config)
-    for key in store.all():
-        if as_json:
-            click.echo(json.dumps(key.public()))
-            continue
+    found = list(store.all())
+    if as_json:
+        echo_json_lines(key.public() for key in found)
+        return
+    if not found:
+        click.echo("no API keys (create one: relay keys create NAME --scope admin)")
+        return
+    now = time.time()
+    rows = []
+    for key in found:
         state = "revoked" if key.revoked_at else "active"
-        if key.active and key.previous_until and key.previous_until > time.time():
-            state += f", old secret valid {key.previous_until - time.time():.0f}s more"
-        used = f"used {time.time() - key.last_used_at:.0f}s ago" if key.last_used_at else "unused"
-        click.echo(f"{key.id}  {key.scope:6}  {state:40}  {used:18}  {key.name}")
+        if key.active and key.previous_until and key.previous_until > now:
+            state += f",old-secret-valid={key.previous_until - now:.0f}s"
+        used = age(key.last_used_at, now) if key.last_used_at else "never"
+        rows.append((key.id, key.scope, state, used, key.name))
+    echo_table(("id", "scope", "state", "last-used", "name"), rows)
 
 
 @keys.command()

@@ -37,7 +37,7 @@ def poll(source_id: str | None, once: bool, config_path: Path | None) -> None:
     refused, a webhook is set). With no source at all it idles until stopped, so a
     Procfile's ``poller`` line does not take down a deployment that polls nothing.
     """
-    runtime = load_runtime(config_path)
+    runtime = load_runtime(config_path, check_used=False)  # a relay process: may be first
     configure_logging(runtime.settings)
     if not source_id:
         if once:

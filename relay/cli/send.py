@@ -12,15 +12,24 @@ from pathlib import Path
 import click
 import requests
 
+from relay.cli.discovery import running_up
 from relay.config.kinds import source_kinds
 from relay.config.loader import load_config
+from relay.config.models import UnresolvedOptions
 from relay.errors import ConfigError
 
 TIMEOUT = 10.0
 
 
 def default_base() -> str:
-    return f"http://127.0.0.1:{os.environ.get('RELAY_PORT') or 8000}"
+    """``RELAY_PORT`` if set, else the web of a ``relay up`` running in the state folder,
+    else port 8000."""
+    if port := os.environ.get("RELAY_PORT"):
+        return f"http://127.0.0.1:{port}"
+    up = running_up(Path(os.environ.get("RELAY_STATE_DIR") or ".relay"))
+    if up is not None and up.web:
+        return up.web
+    return "http://127.0.0.1:8000"
 
 
 @click.command()
@@ -32,7 +41,10 @@ def default_base() -> str:
     help="Body to send (default: the source kind's sample event).",
 )
 @click.option(
-    "--url", "base", help="Base URL of the relay (default http://127.0.0.1:$RELAY_PORT or :8000)."
+    "--url",
+    "base",
+    help="Base URL of the relay (default: $RELAY_PORT, else the relay up running here, "
+    "else :8000).",
 )
 @click.option(
     "--config",
@@ -48,7 +60,8 @@ def send(
 
     path = config_path or load_settings().config
     try:
-        config = load_config(path, with_targets=False)
+        # Only this source's own secret is needed (it signs); others may be unset here.
+        config = load_config(path, with_targets=False, resolve_secrets=False)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -57,6 +70,10 @@ def send(
     if source_config is None:
         known = ", ".join(config.sources) or "none"
         click.echo(f"unknown source {source_id!r}; configured in {path}: {known}", err=True)
+        raise SystemExit(1)
+    if isinstance(source_config.options, UnresolvedOptions):
+        for problem in source_config.options.problems:
+            click.echo(f"{problem} (relay send signs with {source_id!r}'s secret)", err=True)
         raise SystemExit(1)
     source = source_kinds()[source_config.kind](source_config)
     signed = source.sample(body_file.read_bytes() if body_file else None)

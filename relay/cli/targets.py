@@ -3,7 +3,6 @@ pause, resume, reset."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import click
 
 from relay.cli.common import load_runtime
+from relay.cli.table import echo_json_lines, echo_table
 from relay.config.kinds import effective_rates, target_kinds
 from relay.config.rates import Rate
 from relay.context import WebContext
@@ -53,20 +53,37 @@ def targets(ctx: click.Context, config: Path | None, as_json: bool) -> None:
     rate-limit usage."""
     if ctx.invoked_subcommand is not None:
         return
-    for row in target_states(load_runtime(config)):
-        if as_json:
-            click.echo(json.dumps(row))
-            continue
-        state = "paused" if row["paused"] else row["circuit"]
-        if row["throttled_until"]:
-            state += f", throttled {row['throttled_until'] - time.time():.0f}s"
-        rates = ", ".join(f"{r['used']}/{r['limit']} per {r['per']:g}s" for r in row["rates"])
-        cap = row["max_in_flight"]
-        in_flight = f"{row['in_flight']}/{cap}" if cap else f"{row['in_flight']}/-"
-        click.echo(
-            f"{row['id']:20} {row['kind']:14} {state:24} ok {row['successes']:<6} "
-            f"failed {row['failures']:<6} in flight {in_flight:<7} {rates or 'no rate limit'}"
-        )
+    rows = target_states(load_runtime(config, resolve_secrets=False))
+    if as_json:
+        echo_json_lines(rows)
+        return
+    if not rows:
+        click.echo("no targets configured")
+        return
+    now = time.time()
+    echo_table(
+        ("target", "kind", "state", "ok", "failed", "in-flight", "rate-limit(used)"),
+        (
+            (
+                row["id"],
+                row["kind"],
+                _state(row, now),
+                row["successes"],
+                row["failures"],
+                f"{row['in_flight']}/{row['max_in_flight'] or '-'}",
+                ",".join(f"{r['rate']}({r['used']})" for r in row["rates"]) or "none",
+            )
+            for row in rows
+        ),
+    )
+
+
+def _state(row: dict[str, Any], now: float) -> str:
+    """``paused``, the breaker (``closed``, ``open``, ``half_open``), ``+throttled=42s``."""
+    state = "paused" if row["paused"] else row["circuit"]
+    if row["throttled_until"] and row["throttled_until"] > now:
+        state += f",throttled={row['throttled_until'] - now:.0f}s"
+    return str(state)
 
 
 def _action(name: str, verb: str, doc: str) -> click.Command:
@@ -74,7 +91,7 @@ def _action(name: str, verb: str, doc: str) -> click.Command:
     @click.argument("target_id", metavar="TARGET")
     @_config
     def command(target_id: str, config: Path | None) -> None:
-        runtime = load_runtime(config)
+        runtime = load_runtime(config, resolve_secrets=False)
         _known(runtime, target_id)
         getattr(TargetGate(runtime.redis), name)(target_id)
         click.echo(f"{target_id}: {verb}")

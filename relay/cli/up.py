@@ -6,17 +6,22 @@ stop. Production runs the same three processes from the Procfile instead.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
+import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import click
+import redis
 
+from relay.cli.discovery import RedisChoice, UpLock, mark_used, masked, published_url, unreachable
 from relay.cli.supervisor import Child, Supervisor
 from relay.config.loader import load_config
 from relay.config.models import RelayConfig
 from relay.errors import ConfigError, RelayError
+from relay.settings import Settings, load_settings
 
 GRACE = 20.0  # celery's warm shutdown lets running deliveries finish
 
@@ -43,27 +48,55 @@ GRACE = 20.0  # celery's warm shutdown lets running deliveries finish
 )
 def up(config_path: Path | None, port: int, host: str, concurrency: int | None) -> None:
     """Run web, worker and scheduler together; start a local Redis unless RELAY_REDIS_URL."""
-    from relay.cli.common import load_settings
-    from relay.cli.embedded import EmbeddedRedis
-
-    settings = load_settings()
+    settings = load_settings()  # RELAY_REDIS_URL as given: relay up never looks for itself
     path = (config_path or settings.config).absolute()
     config = _validated(path)
-    embedded = (
-        None
-        if os.environ.get("RELAY_REDIS_URL")
-        else EmbeddedRedis(settings.state_dir / "redis", private=True)
-    )
+    lock = UpLock(settings.state_dir)
+    try:  # everything that can refuse runs before any process starts
+        lock.acquire()
+        _check_port(host, port)
+        code = _run(settings, config, path, lock, host, port, concurrency)
+    except RelayError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        lock.release()
+    sys.exit(code)
+
+
+def _run(
+    settings: Settings,
+    config: RelayConfig,
+    path: Path,
+    lock: UpLock,
+    host: str,
+    port: int,
+    concurrency: int | None,
+) -> int:
+    from relay.cli.embedded import EmbeddedRedis
+
+    given = os.environ.get("RELAY_REDIS_URL")
+    embedded = None if given else EmbeddedRedis(settings.state_dir / "redis", private=True)
     try:  # stop Redis on every way out, also a Ctrl-C held back while it started
-        if embedded is None:
-            redis_url, redis_note = settings.redis_url, "RELAY_REDIS_URL"
+        if given:
+            redis_url, redis_note = given, "RELAY_REDIS_URL"
+            _reachable(settings.state_dir, given, settings.redis_timeout)
         else:
+            assert embedded is not None
             embedded.start()  # refuses a server with a known RCE hole, warns of an old one
             redis_url = embedded.url
-            redis_note = (
-                f"embedded redis-server, data in {embedded.data_dir}, "
-                f"only for you: its URL with the password is in {embedded.url_file}"
-            )
+            shown = ".".join(map(str, embedded.version or ()))
+            redis_note = f"embedded redis-server {shown}, data in {embedded.data_dir}"
+            _mark(redis_url, settings.redis_timeout)
+        base = _base(host, port)
+        lock.publish(
+            web=base,
+            host=host,
+            port=port,
+            embedded=embedded is not None,
+            redis_url=given,  # the embedded one's is in its own 0600 url file
+            started_at=time.time(),
+            config=str(path),
+        )
         env = {
             **os.environ,
             "RELAY_REDIS_URL": redis_url,
@@ -71,20 +104,48 @@ def up(config_path: Path | None, port: int, host: str, concurrency: int | None) 
             "PYTHONUNBUFFERED": "1",
         }
         children = _children(host, port, concurrency or settings.worker_concurrency, env)
-        _banner(
-            config,
-            host,
-            port,
-            f"{_redact(redis_url)} ({redis_note})",
-            embedded.url_file if embedded is not None else None,
-        )
-        code = Supervisor(children, grace=GRACE).run()
-    except RelayError as exc:
-        raise click.ClickException(str(exc)) from None
+        _banner(config, base, port, f"{masked(redis_url)} ({redis_note})", settings.state_dir)
+        return Supervisor(children, grace=GRACE).run()
     finally:
         if embedded is not None:
             embedded.stop()
-    sys.exit(code)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before anything starts (gunicorn would
+    retry it for seconds while the worker and scheduler already run)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RelayError(
+                    f"port {port} on {host} is already in use: choose another with --port "
+                    f"(relay up --port {port + 1 if port < 65535 else 8001})"
+                ) from None
+            raise RelayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _reachable(state_dir: Path, url: str, timeout: float) -> None:
+    """Ping RELAY_REDIS_URL within about ``timeout`` or refuse it in one line, naming a
+    URL left over from an earlier relay up as such."""
+    choice = RedisChoice(url, "RELAY_REDIS_URL", state_dir, None, published_url(state_dir))
+    try:
+        _mark(url, timeout)
+    except redis.RedisError as exc:
+        raise RelayError(unreachable(choice, exc)) from None
+    except ValueError as exc:  # not a redis:// URL at all
+        raise RelayError(f"RELAY_REDIS_URL is not a Redis URL: {exc}") from None
+
+
+def _mark(url: str, timeout: float) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        mark_used(client)
+    finally:
+        client.close()
 
 
 def _validated(path: Path) -> RelayConfig:
@@ -132,33 +193,29 @@ def _children(host: str, port: int, concurrency: int, env: dict[str, str]) -> li
     ]
 
 
-def _banner(
-    config: RelayConfig, host: str, port: int, redis: str, url_file: Path | None = None
-) -> None:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+def _base(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def _banner(config: RelayConfig, base: str, port: int, redis_line: str, state_dir: Path) -> None:
     lines = ["relay up", "  hooks:"]
     lines += [f"    POST {base}/hooks/{sid}" for sid in config.sources] or ["    (no sources)"]
     send = "relay send <source>" + ("" if port == 8000 else f" --url {base}")
+    here = "" if state_dir == Path(".relay") else f" with RELAY_STATE_DIR={state_dir}"
     lines += [
-        f"  health: {base}/readyz",
-        f"  redis:  {redis}",
-        *([f'  other commands: export RELAY_REDIS_URL="$(cat {url_file})"'] if url_file else []),
-        f"  try:    {send}",
+        f"  dashboard: {base}/dashboard/",
+        f"  api:       {base}/api/v1  (Authorization: Bearer <key>)",
+        f"  health:    {base}/readyz",
+        f"  redis:     {redis_line}",
+        "  first admin key:  relay keys create admin --scope admin",
+        f"  try:       {send}",
+        f"  Other shells in this folder{here} find this relay by themselves, no export "
+        "needed: relay status",
         "  Ctrl-C to stop",
         "",
     ]
     click.echo("\n".join(lines))
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for the banner."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}"
-    netloc += f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 COMMANDS = [up]

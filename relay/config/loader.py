@@ -5,6 +5,14 @@ Loading collects *every* problem, each named by its path in the file
 (``routes[2].targets[0]: unknown target 'jria'``), and raises one ``ConfigError``.
 Kind-specific options of sources and targets are validated by the kind's own
 ``Options`` model from the registry.
+
+``resolve_secrets=False`` is for commands that only look at the relay or act on its
+queues (``relay dlq``, ``relay events``, ``relay keys``...): a ``${NAME}`` that is not
+set inside a source's or target's kind options (where its secrets, tokens and webhook
+URLs live) does not stop them; that item's options become ``UnresolvedOptions``, which
+name the variables and hold no value. Everything else, including a missing variable in
+an id, a route or a retry policy, is still an error; ``relay check``, ``relay up``, the
+web process and the workers resolve everything.
 """
 
 from __future__ import annotations
@@ -14,12 +22,18 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from relay.config.models import RelayConfig, RouteConfig, SourceConfig, TargetConfig
+from relay.config.models import (
+    RelayConfig,
+    RouteConfig,
+    SourceConfig,
+    TargetConfig,
+    UnresolvedOptions,
+)
 from relay.config.paths import path_of, split_path
 from relay.config.people import Person
 from relay.errors import ConfigError
@@ -96,13 +110,51 @@ _COMMON_SOURCE_KEYS = set(SourceConfig.model_fields) - {"options"}
 _COMMON_TARGET_KEYS = set(TargetConfig.model_fields) - {"options"}
 
 
-def validation_problems(exc: ValidationError, prefix: str = "") -> list[str]:
+_TOP_KEYS = ("sources", "targets", "routes", "people")
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (``RetryPolicy``, ``list[X] | None``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(model: type[BaseModel] | None, loc: list[Any], known: Iterable[str]) -> set[str]:
+    """The keys allowed where ``loc`` points inside ``model`` (``known`` adds to the
+    top level: a target's common keys beside its kind's options)."""
+    if model is None:
+        return set(known) if not loc else set()
+    models = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        models = [
+            m
+            for mdl in models
+            for f in [mdl.model_fields.get(str(part))]
+            if f
+            for m in _models_in(f.annotation)
+        ]
+    found = {name for m in models for name in m.model_fields}
+    return found | set(known) if not loc else found
+
+
+def validation_problems(
+    exc: ValidationError,
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    known: Iterable[str] = (),
+) -> list[str]:
+    """Each error of ``exc`` as ``path: message``; an unknown key gets the closest key
+    ``model`` allows there (``retires`` → ``retry``), ``known`` adding top-level keys."""
     problems = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if p not in ("function-after", "function-before")]
         where = path_of([*(split_path(prefix)), *loc]) if prefix else path_of(loc)
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            allowed = _keys_at(model, loc[:-1], known) - {"options"}
+            message = "unknown key" + _did_you_mean(str(loc[-1]) if loc else "", allowed)
         elif err["type"] == "missing":
             message = "required key is missing"
         else:
@@ -118,8 +170,12 @@ def parse_config(
     source_options: Mapping[str, type[BaseModel]] | None = None,
     target_options: Mapping[str, type[BaseModel]] | None = None,
     base_dir: Path | None = None,
+    resolve_secrets: bool = True,
 ) -> RelayConfig:
     """Validate already-loaded YAML data. Kinds missing from the option maps are unknown.
+
+    ``resolve_secrets=False`` keeps the options of an item whose ``${NAME}`` is unset
+    as ``UnresolvedOptions`` instead of failing (see the module's docstring).
 
     ``base_dir`` (the config file's folder) is handed to option models as validation
     context, so relative paths mean the same whichever directory a process runs in.
@@ -137,10 +193,21 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError(["the config must be a mapping with sources, targets and routes"])
     found: set[str] = set()
-    data = substitute_env(data, os.environ if env is None else env, "", problems, found)
+    unset: list[str] = []
+    data = substitute_env(data, os.environ if env is None else env, "", unset, found)
+    deferred: dict[tuple[Any, Any], list[str]] = {}
+    for problem in unset:
+        item = None if resolve_secrets else _options_item(problem)
+        if item is None:
+            problems.append(problem)
+        else:
+            deferred.setdefault(item, []).append(problem)
     for key in data:
-        if key not in ("sources", "targets", "routes", "people"):
-            problems.append(f"{key}: unknown key (expected sources, targets, routes, people)")
+        if key not in _TOP_KEYS:
+            problems.append(
+                f"{key}: unknown key"
+                + (_did_you_mean(str(key), _TOP_KEYS) or f" (expected {', '.join(_TOP_KEYS)})")
+            )
     people = _parse_people(data.get("people") or {}, problems)
 
     declared: set[str] = set()  # ids written in the file, valid or not
@@ -153,6 +220,7 @@ def parse_config(
         problems,
         declared,
         base_dir,
+        {i: tuple(p) for (section, i), p in deferred.items() if section == "sources"},
     )
     targets = _parse_items(
         data.get("targets") or [],
@@ -163,6 +231,7 @@ def parse_config(
         problems,
         declared,
         base_dir,
+        {i: tuple(p) for (section, i), p in deferred.items() if section == "targets"},
     )
     routes: list[RouteConfig] = []
     raw_routes = data.get("routes") or []
@@ -173,7 +242,7 @@ def parse_config(
         try:
             route = RouteConfig.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(validation_problems(exc, f"routes[{i}]"))
+            problems.extend(validation_problems(exc, f"routes[{i}]", RouteConfig))
             continue
         if route.source not in sources and f"sources:{route.source}" not in declared:
             problems.append(
@@ -192,6 +261,16 @@ def parse_config(
     return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4), people)
 
 
+def _options_item(problem: str) -> tuple[str, int] | None:
+    """``("targets", 2)`` when an unset-variable problem lies in that item's kind options
+    (not in a key every item has, such as ``id`` or ``retry``), else ``None``."""
+    parts = split_path(problem.split(": ", 1)[0])
+    if len(parts) < 3 or parts[0] not in ("sources", "targets") or not isinstance(parts[1], int):
+        return None
+    common = _COMMON_SOURCE_KEYS if parts[0] == "sources" else _COMMON_TARGET_KEYS
+    return None if parts[2] in common else (str(parts[0]), parts[1])
+
+
 def _parse_people(raw: Any, problems: list[str]) -> dict[str, Person]:
     if not isinstance(raw, dict):
         problems.append("people: must be a mapping of name to ids")
@@ -201,7 +280,7 @@ def _parse_people(raw: Any, problems: list[str]) -> dict[str, Person]:
         try:
             people[str(name)] = Person.model_validate(ids)
         except ValidationError as exc:
-            problems.extend(validation_problems(exc, f"people.{name}"))
+            problems.extend(validation_problems(exc, f"people.{name}", Person))
     return people
 
 
@@ -214,6 +293,7 @@ def _parse_items(
     problems: list[str],
     declared: set[str],
     base_dir: Path | None,
+    unresolved: Mapping[int, tuple[str, ...]],
 ) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     if not isinstance(items, list):
@@ -232,10 +312,12 @@ def _parse_items(
         try:
             item = model.model_validate(common)
         except ValidationError as exc:
-            problems.extend(validation_problems(exc, where))
+            problems.extend(validation_problems(exc, where, model))
         options: Any = extra
         kind = raw.get("kind")
-        if option_models is not None and isinstance(kind, str):
+        if i in unresolved:
+            options = UnresolvedOptions(unresolved[i])
+        elif option_models is not None and isinstance(kind, str):
             options_model = option_models.get(kind)
             if options_model is None:
                 problems.append(
@@ -247,7 +329,7 @@ def _parse_items(
                 context = {"allow_private": raw.get("allow_private") is True, "base_dir": base_dir}
                 options = options_model.model_validate(extra, context=context)
             except ValidationError as exc:
-                problems.extend(validation_problems(exc, where))
+                problems.extend(validation_problems(exc, where, options_model, common_keys))
                 continue
         if item is None:
             continue
@@ -259,10 +341,15 @@ def _parse_items(
 
 
 def _root_causes(problems: list[str]) -> list[str]:
-    """Drop follow-on complaints about a value whose environment variable is missing."""
-    unset = {p.split(": ", 1)[0] for p in problems if ": environment variable " in p}
+    """Drop follow-on complaints about a value whose environment variable is missing
+    (at its path, or at a list or mapping holding it: ``secrets: secrets[0] is empty``)."""
+    unset = [p.split(": ", 1)[0] for p in problems if ": environment variable " in p]
+
+    def follows(where: str) -> bool:
+        return any(u == where or u.startswith((where + "[", where + ".")) for u in unset)
+
     return [
-        p for p in problems if ": environment variable " in p or p.split(": ", 1)[0] not in unset
+        p for p in problems if ": environment variable " in p or not follows(p.split(": ", 1)[0])
     ]
 
 
@@ -272,14 +359,23 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def load_config(
-    path: Path, *, with_targets: bool = True, env: Mapping[str, str] | None = None
+    path: Path,
+    *,
+    with_targets: bool = True,
+    env: Mapping[str, str] | None = None,
+    resolve_secrets: bool = True,
 ) -> RelayConfig:
-    """Read and validate the config file; ``with_targets`` also checks target options."""
+    """Read and validate the config file; ``with_targets`` also checks target options,
+    ``resolve_secrets=False`` lets unset variables in kind options wait (module docstring)."""
     target_options = None
     if with_targets:
         from relay.config.kinds import target_option_models
 
         target_options = target_option_models()
     return parse_config(
-        read_yaml(path), env=env, target_options=target_options, base_dir=path.resolve().parent
+        read_yaml(path),
+        env=env,
+        target_options=target_options,
+        base_dir=path.resolve().parent,
+        resolve_secrets=resolve_secrets,
     )

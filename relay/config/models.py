@@ -148,6 +148,22 @@ class RouteConfig(_Strict):
 
 
 @dataclass(frozen=True)
+class UnresolvedOptions:
+    """A source's or target's kind options left unread because a ``${NAME}`` in them is
+    not set: what a command that never talks to the platform gets
+    (``load_config(resolve_secrets=False)``), so looking at the relay does not need
+    every production secret in the shell. Holds only the problems, never a value."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The unset variables, in order of appearance."""
+        found = (p.rsplit("environment variable ", 1)[-1].split(" ", 1)[0] for p in self.problems)
+        return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """The validated config, with lookups by id."""
 
@@ -155,8 +171,14 @@ class RelayConfig:
     targets: dict[str, TargetConfig]
     routes: list[RouteConfig]
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
-    people: dict[str, Person] = field(default_factory=dict)
     """Every value pulled from the environment, so logs and records can redact them."""
+    people: dict[str, Person] = field(default_factory=dict)
+
+    def unresolved(self) -> dict[str, UnresolvedOptions]:
+        """``sources.<id>`` / ``targets.<id>`` whose options wait for an unset variable."""
+        found = {f"sources.{k}": v.options for k, v in self.sources.items()}
+        found |= {f"targets.{k}": v.options for k, v in self.targets.items()}
+        return {k: v for k, v in found.items() if isinstance(v, UnresolvedOptions)}
 
     def routes_for(self, source_id: str) -> list[tuple[int, RouteConfig]]:
         return [(i, r) for i, r in enumerate(self.routes) if r.source == source_id]

@@ -3,23 +3,25 @@
 Replay is one click (it sends again under the same delivery id, which targets use to
 drop duplicates); replaying every match and purging anything first show what would be
 touched (a dry-run count, or the selected ids) and act only on a second, confirmed POST.
+After a replay the listing follows what it sent again (``relay.dashboard.replays``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from relay.admin.query import DeadLetterFilter
+from relay.dashboard import replays
 from relay.dashboard.auth import action, actor, ops, safe_next
 from relay.dashboard.blueprint import dashboard
 from relay.dashboard.pages import PAGE_SIZE, Params
 
 FILTERS = ("source", "target", "since", "until", "q")
 MAX_SELECTED = 500  # ids in one form post
-SHOWN_REPLAYED = 20  # replayed deliveries linked in the result message
 OPS = {"replay": "replay", "purge": "admin"}  # the scope each needs, as in the API
 
 
@@ -60,10 +62,15 @@ def dead_letters() -> ResponseReturnValue:
     f = _filter(p)
     cursor = p.cursor()
     page = None if p.problems else ops().dead_letters(f, limit=PAGE_SIZE, cursor=cursor)
+    batch = replays.load(request.args.get(replays.PARAM))
+    followed = replays.follow(batch) if batch is not None else None
     rt = ops().runtime
     html = render_template(
         "dashboard/dead_letters.html",
         page=page,
+        followed=followed,
+        refresh=replays.REFRESH_SECONDS if followed and not followed["settled"] else None,
+        unfollow=replays.link(request.full_path, None).rstrip("?"),
         form=p.values(*FILTERS),
         problems=p.problems,
         paged=cursor is not None,
@@ -107,20 +114,20 @@ def replay() -> ResponseReturnValue:
         f = _filter(p)
         if p.problems:
             abort(400, "; ".join(p.problems))
-        result = ops().replay_matching(f, actor(), dry_run=False)
-        count, done = result["count"], result.get("replayed", 0)
-        replayed: list[str] = []
+        count, replayed = ops().replay_matching_ids(f, actor())
     else:
         ids = _selected()
         if not ids:
             flash("Select at least one dead letter to replay.", "error")
             return redirect(_back())
         replayed = [i for i in ids if ops().replay(i, actor())]
-        count, done = len(ids), len(replayed)
+        count = len(ids)
+    done = len(replayed)
     flash(f"replayed {done} of {count}; {count - done} were no longer dead", "ok")
-    for delivery_id in replayed[:SHOWN_REPLAYED]:
-        flash(delivery_id, "replayed")
-    return redirect(_back())
+    back = _back()
+    if replayed and urlsplit(back).path == url_for("dashboard.dead_letters"):
+        back = replays.link(back, replays.record(count, replayed))
+    return redirect(back)
 
 
 @dashboard.post("/dead-letters/purge")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +11,7 @@ from flask import abort, render_template, request
 from flask.typing import ResponseReturnValue
 
 from relay.admin.query import Cursor, EventFilter, parse_time
+from relay.config.units import parse_duration
 from relay.dashboard.auth import can, ops
 from relay.dashboard.blueprint import dashboard
 
@@ -16,6 +19,8 @@ CHART_MINUTES = 60
 PAGE_SIZE = 50
 EVENT_STATUSES = ("queued", "routed", "unrouted")
 MAX_PARAM = 200
+# "1h" means an hour ago; a unit is required, as a bare number is Unix seconds
+_AGO = re.compile(r"^\d+(\.\d+)?(ms|s|m|h|d|w)$")
 
 
 class Params:
@@ -34,10 +39,14 @@ class Params:
         return value or None
 
     def time(self, name: str) -> float | None:
+        """A moment: ISO 8601, Unix seconds, or a duration with its unit (``1h``) meaning
+        that long ago, so a bookmarked filter keeps meaning "the last hour"."""
         value = self.text(name)
         if value is None:
             return None
         try:
+            if _AGO.match(value):
+                return time.time() - parse_duration(value)
             return parse_time(value)
         except ValueError as exc:
             self.problems.append(f"{name}: {exc}")

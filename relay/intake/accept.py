@@ -48,7 +48,13 @@ class Intake:
 
     def __post_init__(self) -> None:
         kinds = source_kinds()
-        self.sources = {sid: kinds[sc.kind](sc) for sid, sc in self.config.sources.items()}
+        # A command that left a source's secrets unresolved never receives its events.
+        unresolved = self.config.unresolved()
+        self.sources = {
+            sid: kinds[sc.kind](sc)
+            for sid, sc in self.config.sources.items()
+            if f"sources.{sid}" not in unresolved
+        }
         self.windows = SlidingWindows(self.redis)
 
     def inbound_limit(self, source_id: str) -> None:

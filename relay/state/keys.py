@@ -13,6 +13,10 @@ INFLIGHT = PREFIX + "inflight"  # ZSET "fanout:<event>" / "deliver:<delivery>" -
 DLQ = PREFIX + "dlq"  # ZSET delivery_id -> time it died
 EVENTS = PREFIX + "events"  # ZSET event_id -> received time
 SCHEDULER_HEARTBEAT = PREFIX + "scheduler:heartbeat"
+# STRING: when a relay first used this Redis (epoch s); never expires. CLI commands look
+# for it (or for other keys only a running relay writes, ``USED_BY_RELAY``) so that a
+# Redis no relay has used is reported as such instead of as empty queues.
+SEEN = PREFIX + "seen"
 WORKERS = PREFIX + "workers"  # ZSET worker id -> its last heartbeat (Redis's clock, epoch s)
 # kombu's Redis transport keeps each reserved message here until it is acked (its default
 # names: the Celery app does not change them): tag -> [message, exchange, routing key]
@@ -135,6 +139,12 @@ def dashboard_session(sid: str) -> str:
     return f"{PREFIX}dashboard:session:{sid}"
 
 
+def dashboard_replay(batch: str) -> str:
+    """STRING (JSON): the delivery ids one dashboard replay sent again, which the page it
+    leads to follows; expires after a day."""
+    return f"{PREFIX}dashboard:replay:{batch}"
+
+
 def sent_steps(kind: str, delivery_id: str) -> str:
     """SET of the steps (URLs, messages) of one delivery a multi-step target already sent."""
     return f"{PREFIX}{kind}:sent:{delivery_id}"
@@ -143,3 +153,19 @@ def sent_steps(kind: str, delivery_id: str) -> str:
 def dingtalk_token(digest: str) -> str:
     """STRING: a cached DingTalk app access token, by digest of API base and app key."""
     return f"{PREFIX}dingtalk:token:{digest}"
+
+
+# Keys only a relay writes: any of them means a relay has used this Redis. The stats
+# hashes never expire; the others are written by a running scheduler, worker or web.
+USED_BY_RELAY = (
+    SEEN,
+    STATS_SOURCES,
+    STATS_TARGETS,
+    SCHEDULER_HEARTBEAT,
+    WORKERS,
+    EVENTS,
+    API_KEYS,
+    DLQ,
+    SCHEDULE,
+    DASHBOARD_SECRET_KEY,
+)

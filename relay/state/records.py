@@ -11,14 +11,54 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
 
 from relay.state import keys
-from relay.state.lifecycle import DeliveryRecord
+from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
+
+
+class EventStatus(StrEnum):
+    """What became of an event, from its deliveries: computed when read, because the
+    stored ``status`` (``queued``, ``routed``, ``unrouted``) is written once at fan-out
+    and an operator asks whether the event got through."""
+
+    DELIVERED = "delivered"  # every delivery delivered
+    PARTLY_DELIVERED = "partly_delivered"  # some delivered, the others dead
+    FAILED = "failed"  # every delivery dead
+    WAITING = "waiting"  # not fanned out yet, or a delivery queued, running or scheduled
+    UNROUTED = "unrouted"  # no route matched
+    UNKNOWN = "unknown"  # its delivery records are gone (retention, purge)
+
+    @property
+    def label(self) -> str:
+        """How people read it (``partly delivered``)."""
+        return self.value.replace("_", " ")
+
+
+_STATUSES = {s.value for s in DeliveryStatus}
+_PENDING = {DeliveryStatus.QUEUED, DeliveryStatus.RUNNING, DeliveryStatus.SCHEDULED}
+
+
+def event_status(stored: str | None, deliveries: Iterable[str | None]) -> EventStatus:
+    """The event's ``EventStatus`` from its stored status and its deliveries' statuses
+    (``None`` or an unknown string for a record that is gone or foreign)."""
+    if stored == "unrouted":
+        return EventStatus.UNROUTED
+    known = [DeliveryStatus(s) for s in deliveries if s in _STATUSES]
+    if stored == "queued" or any(s in _PENDING for s in known):
+        return EventStatus.WAITING
+    if not known:
+        return EventStatus.UNKNOWN
+    if all(s is DeliveryStatus.DELIVERED for s in known):
+        return EventStatus.DELIVERED
+    if all(s is DeliveryStatus.DEAD for s in known):
+        return EventStatus.FAILED
+    return EventStatus.PARTLY_DELIVERED
 
 
 @dataclass(frozen=True)
@@ -77,6 +117,28 @@ class Records:
         """When the event was received, from the events index; ``None`` if not in it."""
         score = self.redis.zscore(keys.EVENTS, event_id)
         return None if score is None else float(score)
+
+    def event_statuses(
+        self, event_ids: Sequence[str], stored: Sequence[str | None]
+    ) -> list[EventStatus]:
+        """Each event's ``EventStatus`` (``stored``: its stored status), in two round trips."""
+        ids_of = self.delivery_ids_of(event_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for ids in ids_of:
+            for delivery_id in ids:
+                pipe.hget(keys.delivery(delivery_id.decode(errors="replace")), "status")
+        found = iter(pipe.execute() if any(ids_of) else [])
+        statuses = []
+        for status, ids in zip(stored, ids_of, strict=True):
+            mine = [next(found) for _ in ids]
+            statuses.append(
+                event_status(status, (s.decode(errors="replace") if s else None for s in mine))
+            )
+        return statuses
+
+    def event_count(self) -> int:
+        """Events in the index (received within the retention)."""
+        return int(self.redis.zcard(keys.EVENTS))
 
     def recent_events(self, limit: int = 50) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.EVENTS, 0, limit - 1)]

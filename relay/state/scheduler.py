@@ -3,7 +3,14 @@
 Two sweeps per tick, both safe to run in several processes at once because each
 item moves in one Redis script that first checks it is still due:
 
-- the schedule (retry backoff and other waits) → the delivery's Celery queue;
+- the schedule (retry backoff and other waits) → the delivery's Celery queue, unless the
+  delivery's target would refuse it now (paused, throttled, breaker open or probing, its
+  cap on attempts in flight reached): then it stays scheduled, due again when the block
+  may end, with no task message. Waiters behind a hung target would otherwise come back
+  as messages in the healthy targets' queue, each a claim and a gate call in a worker,
+  only to be parked again. The look only reads the target's state and spares messages:
+  the worker's gate stays the authority. A sweep releases at most as many deliveries to
+  a target as it has free slots, and one while its breaker waits for a probe;
 - the in-flight set: a task whose deadline passed (its message was lost, or its
   worker died) is pushed again; the delivery's own status check drops duplicates.
 
@@ -16,14 +23,19 @@ every worker's beat is old, and none of them is dead for that.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from collections import Counter
 
 import redis
 import structlog
 
 from relay.state import keys
+from relay.state.celery_message import encode_task_message
+from relay.state.gate import FULL_WAIT, PAUSE_RECHECK, PROBE_BUSY_WAIT
 from relay.state.heartbeats import DEAD_AFTER, Heartbeats
+from relay.state.lua import load_script
 from relay.state.outbox import Outbox
 
 log = structlog.get_logger("relay.scheduler")
@@ -48,22 +60,65 @@ class Scheduler:
         self.heartbeats = Heartbeats(client)
         self.dead_after = DEAD_AFTER
         self._watching_since: float | None = None  # monotonic; None after a Redis error
+        self._release = load_script(client, "release_due.lua")
+        self.held = 0  # due deliveries the last sweep kept scheduled: their target is blocked
 
     def _queue_of(self, delivery_id: str) -> str | None:
         name = self.redis.hget(keys.delivery(delivery_id), "queue")
         return name.decode() if name else None
 
     def release_due(self, now: float) -> int:
+        """Queue the due deliveries whose target may take them; how many were queued. Those
+        it would refuse are moved to when they may go (``held``, counted per sweep)."""
         released = 0
+        self.held = 0
+        taken: Counter[str] = Counter()  # per target: released in this sweep
         due = self.redis.zrangebyscore(keys.SCHEDULE, "-inf", now, start=0, num=self.batch)
         for raw in due:
             delivery_id = raw.decode()
-            queue = self._queue_of(delivery_id)
+            queue, target = self.redis.hmget(keys.delivery(delivery_id), "queue", "target")
             if queue is None:  # record expired or purged: nothing left to send
                 self.redis.zrem(keys.SCHEDULE, delivery_id)
                 continue
-            released += self.outbox.release_due(delivery_id, queue, now)
+            answer = self._release_one(
+                delivery_id, queue.decode(), target.decode() if target else None, now, taken
+            )
+            if isinstance(answer, list):
+                self.held += 1
+            elif answer == 1:
+                released += 1
+                if target:
+                    taken[target.decode()] += 1
         return released
+
+    def _release_one(
+        self, delivery_id: str, queue: str, target: str | None, now: float, taken: Counter[str]
+    ) -> int | list[bytes]:
+        """``release_due.lua``'s answer for one delivery: 1 queued, 0 not (any more) due,
+        or ``[reason, due]`` if its target would refuse it now."""
+        script_keys = [keys.SCHEDULE, queue, keys.INFLIGHT, keys.delivery(delivery_id)]
+        args: list[str | int | float] = [
+            delivery_id,
+            encode_task_message(keys.DELIVER_TASK, [delivery_id], queue),
+            now + self.outbox.lease,
+            now,
+        ]
+        if target is not None:
+            script_keys += [
+                keys.target_state(target),
+                keys.target_throttle(target),
+                keys.target_running(target),
+                keys.target_slow(target),
+            ]
+            args += [
+                int(PAUSE_RECHECK * 1000),
+                int(PROBE_BUSY_WAIT * 1000),
+                int(FULL_WAIT * 1000),
+                taken[target],
+                random.random(),
+            ]
+        answer: int | list[bytes] = self._release(keys=script_keys, args=args)
+        return answer
 
     def requeue_lost(self, now: float) -> int:
         requeued = 0
@@ -129,8 +184,8 @@ class Scheduler:
                 log.error("scheduler.redis_error", error=type(exc).__name__)
                 stop.wait(min(5.0, max(self.interval, 1.0)))
                 continue
-            if released:
-                log.info("scheduler.released", count=released)
-            if released < self.batch:
+            if released or self.held:
+                log.info("scheduler.released", count=released, held=self.held)
+            if released + self.held < self.batch:
                 stop.wait(self.interval)
         log.info("scheduler.stopped")

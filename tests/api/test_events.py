@@ -45,6 +45,7 @@ def test_newest_first_with_a_summary(api: Api, seeded: dict[str, str]) -> None:
         "source": "ops",
         "type": "message.created",
         "status": "routed",
+        "delivery_status": "waiting",  # its two deliveries are queued
         "received_at": T0 + 10,
         "occurred_at": first["occurred_at"],
         "group": {"id": "g1", "name": "Group g1"},

@@ -90,8 +90,8 @@ def test_ls_filters_by_target_source_and_age(
         assert code == 0, out
         return [json.loads(line)["id"] for line in out.splitlines()]
 
-    assert ids() == ["dlv_1", "dlv_2", "dlv_3"]
-    assert ids("--target", "a") == ["dlv_1", "dlv_3"]
+    assert ids() == ["dlv_3", "dlv_2", "dlv_1"]  # newest first, as the API lists them
+    assert ids("--target", "a") == ["dlv_3", "dlv_1"]
     assert ids("--source", "gh") == ["dlv_3"]
     assert ids("--older-than", "1h") == ["dlv_1"]
     assert ids("--newer-than", "10m", "--target", "a") == ["dlv_3"]

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,6 +198,27 @@ def start_up(workdir: Path) -> Iterator[Callable[..., Up]]:
                 pass
 
 
+def relay(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """One command in a second shell of ``workdir`` (nothing exported unless ``env``)."""
+    return subprocess.run(
+        [*RELAY, *args],
+        cwd=workdir,
+        env=base_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def refused(result: subprocess.CompletedProcess[str]) -> str:
+    """The one error line of a command that had to refuse: exit 1, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def redis_url_in(output: str) -> str:
     match = re.search(r"redis:\s+(redis://\S+)", output)
     assert match, output
@@ -212,7 +234,18 @@ def test_up_runs_a_first_event_end_to_end_and_stops_on_sigterm(
     up = start_up()
     up.ready()
     assert f"POST {up.base}/hooks/ops" in up.output
+    assert f"dashboard: {up.base}/dashboard/" in up.output
+    assert f"api:       {up.base}/api/v1" in up.output
+    assert "relay keys create admin --scope admin" in up.output
+    assert "find this relay by themselves" in up.output
     assert "Ctrl-C to stop" in up.output
+    landing = requests.get(f"{up.base}/", allow_redirects=False, timeout=5)
+    assert landing.status_code == 302 and landing.headers["Location"].endswith("/dashboard/")
+    recorded = json.loads((workdir / ".relay" / "redis" / "version").read_text())
+    binary_says = subprocess.run(
+        [recorded["binary"], "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"v={recorded['version']} " in binary_says  # the server that runs, recorded
 
     tree = up.wait_for_children("redis-server", "gunicorn", "celery", "relay.cli scheduler")
     assert redis_url_in(up.output).startswith("redis://:***@")  # the password is not shown
@@ -272,10 +305,12 @@ def test_a_killed_relay_up_leaves_no_children(start_up: Callable[..., Up], redis
     up.ready()
     tree = up.wait_for_children("gunicorn", "celery", "relay.cli scheduler")
     assert not find(tree, "redis-server")  # RELAY_REDIS_URL set: no embedded Redis
-    assert f"redis:  {redis_url} (RELAY_REDIS_URL)" in up.output
+    assert f"redis:     {redis_url} (RELAY_REDIS_URL)" in up.output
     os.kill(up.proc.pid, signal.SIGKILL)
     assert up.proc.wait(5) == -signal.SIGKILL
     assert wait_for(lambda: not survivors(tree), timeout=GRACE + 5), survivors(tree)
+    status = relay(up.workdir, "status", RELAY_REDIS_URL=redis_url)
+    assert "relay up:  not running" in status.stdout  # the kernel dropped its lock
 
 
 def test_up_refuses_an_invalid_config(workdir: Path) -> None:
@@ -301,3 +336,62 @@ def test_up_without_a_config_suggests_init(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "relay init" in result.stderr
+
+
+def test_a_second_relay_up_in_the_same_folder_is_refused_naming_the_pid(
+    start_up: Callable[..., Up], workdir: Path
+) -> None:
+    first = start_up()
+    first.ready()
+    aof = workdir / ".relay" / "redis" / "appendonlydir"
+    before = sorted(p.name for p in aof.iterdir())
+    second = relay(workdir, "up", "--port", str(free_port()))
+    line = refused(second)
+    assert f"in use by another relay up (PID {first.proc.pid}" in line, line
+    assert "relay up\n" not in second.stdout  # refused before any banner or child
+    assert sorted(p.name for p in aof.iterdir()) == before  # no second server on its AOF
+    assert requests.get(f"{first.base}/readyz", timeout=5).status_code == 200
+
+
+def test_an_unreachable_redis_url_exits_at_once_naming_it(workdir: Path) -> None:
+    url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
+    result = relay(workdir, "up", "--port", str(free_port()), RELAY_REDIS_URL=url)
+    line = refused(result)
+    assert url.replace("hunter2secret", "***") in line and "RELAY_REDIS_URL" in line, line
+    assert "hunter2secret" not in result.stdout + result.stderr
+    assert "relay up\n" not in result.stdout
+
+
+def test_a_redis_url_left_from_a_stopped_relay_up_is_named_as_such(
+    start_up: Callable[..., Up], workdir: Path
+) -> None:
+    up = start_up()
+    up.ready()
+    left = (workdir / ".relay" / "redis" / "url").read_text().strip()  # the old workaround
+    up.stop_and_check(signal.SIGTERM)
+    for args in (("up", "--port", str(free_port())), ("queues",)):
+        line = refused(relay(workdir, *args, RELAY_REDIS_URL=left))
+        assert "earlier relay up" in line and "unset RELAY_REDIS_URL" in line, line
+
+
+def test_a_busy_port_is_refused_before_anything_starts_suggesting_port(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = refused(relay(workdir, "up", "--port", str(port)))
+    assert f"port {port} on 127.0.0.1 is already in use" in line and "--port" in line, line
+    assert not (workdir / ".relay" / "redis").exists()  # no Redis was started
+
+
+def test_data_written_by_another_major_version_is_refused_saying_what_to_do(
+    workdir: Path,
+) -> None:
+    data = workdir / ".relay" / "redis"
+    (data / "appendonlydir").mkdir(parents=True)
+    (data / "version").write_text('{"version": "6.2.14", "binary": "/opt/old/redis-server"}')
+    line = refused(relay(workdir, "up", "--port", str(free_port())))
+    assert "written by redis-server 6.2.14 (/opt/old/redis-server)" in line, line
+    assert "RELAY_REDIS_SERVER" in line and "move" in line, line
+    assert not (data / "redis.log").exists()  # the server was never started on it
+    assert json.loads((data / "version").read_text())["version"] == "6.2.14"

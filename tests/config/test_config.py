@@ -62,7 +62,7 @@ def test_unknown_keys_are_errors_everywhere(tmp_path: Path) -> None:
         + "extra: 1\n"
     )
     problems = problems_of(text, tmp_path)
-    assert "targets[0].retyr: unknown key" in problems
+    assert "targets[0].retyr: unknown key (did you mean 'retry'?)" in problems
     assert "routes[0].when.colour: unknown key" in problems
     assert "extra: unknown key (expected sources, targets, routes, people)" in problems
 

@@ -107,7 +107,7 @@ def test_login_find_dead_letter_replay_it_and_see_it_delivered(
         assert "replayed 1 of 1; 0 were no longer dead" in page.inner_text("main")
         screenshots(page, "06-replayed")
 
-        page.click(f".flash.replayed a:has-text('{delivery_id}')")
+        page.click(f"#replayed a:has-text('{delivery_id}')")
         _reload_until(page, "delivered")
         assert "replayed 1×" in page.inner_text("main")
         screenshots(page, "07-delivery")
@@ -168,8 +168,118 @@ def test_every_action_works_without_javascript(
         assert "Replay 1 dead letter?" in page.inner_text("main")
         page.click("button:has-text('Replay 1 for another try')")
         assert "replayed 1 of 1" in page.inner_text("main")
+        followed = page.inner_text("#replayed")  # what was replayed, without a script
+        assert "Replayed 1" in followed and kept in followed and "1 queued" in followed
+        screenshots(page, "11-replayed-no-js")
     context.close()
     assert dash.status(doomed) is None and dash.status(kept) == "queued"
+
+
+class DoomedSink:
+    """Answers 410 Gone (permanent: dead at once) to a message saying "doomed", else 200."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.arrivals: list[str] = []
+        self.lock = threading.Lock()
+        server.expect_request("/in", method="POST").respond_with_handler(self.handle)
+        self.url = server.url_for("/in")
+
+    def handle(self, request: Request) -> Response:
+        with self.lock:
+            self.arrivals.append(request.headers.get("webhook-id", ""))
+        doomed = b"doomed" in request.get_data()
+        return Response("gone" if doomed else "ok", status=410 if doomed else 200)
+
+
+PHONE = {"width": 390, "height": 844}
+FITS = "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+
+
+def _fits(page: Any, shot: Callable[[Any, str], Path], name: str) -> None:
+    """The page does not scroll sideways at phone width; its screenshot is kept."""
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    shot(page, f"phone-{name}")
+    assert page.evaluate(FITS), f"{name}: the page is {widths[0]} px wide on a {widths[1]} px phone"
+
+
+def test_every_page_fits_a_phone_and_a_bulk_replay_is_followed_live(
+    chromium: Any,
+    screenshots: Callable[[Any, str], Path],
+    write_config: Callable[..., Path],
+    make_app: Callable[..., Flask],
+    relay_processes: Callable[..., Any],
+    httpserver: HTTPServer,
+    redis_client: redis.Redis,
+) -> None:
+    from tests.dashboard.conftest import Dash, dash_config
+
+    sink = DoomedSink(httpserver)
+    path = write_config(dash_config(sink.url, retry={"max_attempts": 1}))
+    app = make_app(path)
+    dash = Dash(app, app.extensions["relay"], redis_client)
+    _, token = ApiKeys(redis_client).create("on-call phone", "admin")
+    long_text = "a long line without spaces " + "x" * 300  # must wrap, not widen the page
+    fine = [dash.dead(text=long_text), dash.dead(text="fine now")]
+    doomed = dash.dead(text="doomed for good")
+    dash.dead(source="chat", text="not replayed")  # another target: stays dead, unfollowed
+    relay_processes(path)
+
+    context = chromium.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    with LiveServer(app) as server:
+        page.goto(server.url + "/dashboard/login")
+        _fits(page, screenshots, "01-login")
+        page.fill("#key", token)
+        page.click("button[type=submit]")
+        page.wait_for_selector(".spark svg")
+        _fits(page, screenshots, "02-overview")
+        for name, path_ in [
+            ("03-events", "/dashboard/events?since=1h"),
+            ("04-event", f"/dashboard/deliveries/{fine[0]}"),
+            ("05-targets", "/dashboard/targets"),
+            ("06-audit", "/dashboard/audit"),
+            ("07-dead-letters", "/dashboard/dead-letters"),
+        ]:
+            page.goto(server.url + path_)
+            _fits(page, screenshots, name)
+        assert page.get_by_label("Died since").get_attribute("placeholder", timeout=1000) == (
+            "e.g. 1h or 2026-12-06T10:00Z"
+        )
+
+        page.select_option("select[name=target]", "sink")
+        page.click("button:has-text('Filter')")
+        page.click("text=Replay all matching…")
+        assert "Replay 3 dead letters?" in page.inner_text("main")
+        _fits(page, screenshots, "08-replay-confirm")
+        page.click("button:has-text('Replay 3 for another try')")
+        panel = page.locator("#replayed")
+        assert "Replayed 3" in panel.inner_text()
+        page.evaluate("() => { window.sameDocument = true; }")
+        page.wait_for_function(
+            "() => document.querySelector('#live-replayed').textContent.includes('All settled')",
+            timeout=60_000,
+        )
+        assert page.evaluate("() => window.sameDocument === true")  # updated in place
+        text = panel.inner_text()
+        assert "2 delivered" in text and "1 dead again" in text
+        assert "dead again" in panel.locator("tr", has_text=doomed).inner_text()
+        for delivery_id in fine:
+            assert "delivered" in panel.locator("tr", has_text=delivery_id).inner_text()
+        listing = page.locator("#live-listing")  # refreshed too: the doomed one is back
+        assert listing.locator("tr", has_text=doomed).count() == 1
+        assert all(listing.locator("tr", has_text=d).count() == 0 for d in fine)
+        _fits(page, screenshots, "09-replayed")
+
+        page.click(f"#replayed a:has-text('{doomed}')")
+        assert "HTTP 410" in page.inner_text("main")
+        _fits(page, screenshots, "10-dead-again")
+    context.close()
+    assert sorted(sink.arrivals) == sorted([*fine, doomed])
+    assert not errors, errors
 
 
 def test_a_missing_browser_skips_locally_and_fails_in_ci(

@@ -15,10 +15,11 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from relay.config.loader import parse_config
 from relay.config.people import People, Person
 from relay.events import FileRef, GroupEvent, Party
 from relay.intake.sources.slack import SlackSource
-from tests.intake.sources.support import build_source, inbound
+from tests.intake.sources.support import inbound
 from tests.workers.support import build_target
 from workers.targets.base import DeliveryContext
 from workers.targets.dingtalk_app import DingTalkAppTarget
@@ -237,9 +238,8 @@ def test_names_and_titles_keep_their_characters(platforms: Platforms) -> None:
 def test_text_from_a_slack_message_arrives_as_written() -> None:
     """Slack's own form of the text (its three escapes, a ``<@U…|name>`` mention, a
     ``<url|label>`` link) becomes plain text at the source, so the targets above get it."""
-    source = build_source(
-        SlackSource, {"id": "sl", "kind": "slack", "signing_secret": "s3cret-signing"}
-    )
+    entry = {"id": "sl", "kind": "slack", "signing_secret": "s3cret-signing"}
+    source = SlackSource(parse_config({"sources": [entry]}).sources["sl"])
     sent = "a&lt;b &amp; c&gt;d *bold* <@U024BE7LH|ada> <http://x.example|label>"
     body = json.loads(source.sample().body)
     body["event"]["text"] = sent

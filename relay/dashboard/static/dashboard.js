@@ -43,11 +43,27 @@
     Array.prototype.forEach.call(root.querySelectorAll(".spark[data-points]"), sparkline);
   }
 
+  // The parts of the page that refresh: every [data-live] element, matched in the fresh
+  // page by id (else by position). One the operator is using (a ticked checkbox, the
+  // focus inside) is left alone, so a refresh never drops a selection.
+  function busy(el) {
+    return el.querySelector("input:checked") !== null || el.contains(document.activeElement);
+  }
+
+  function swap(doc) {
+    var fresh = doc.querySelectorAll("[data-live]");
+    Array.prototype.forEach.call(document.querySelectorAll("[data-live]"), function (el, i) {
+      var next = el.id ? doc.getElementById(el.id) : fresh[i];
+      if (!next || busy(el)) { return; }
+      el.replaceChildren.apply(el, Array.prototype.slice.call(next.childNodes));
+      drawAll(el);
+    });
+  }
+
   function autoRefresh() {
     var seconds = Number(document.body.getAttribute("data-refresh"));
-    var live = document.querySelector("[data-live]");
     var toggle = document.querySelector("[data-autorefresh]");
-    if (!seconds || !live) { return; }
+    if (!seconds || !document.querySelector("[data-live]")) { return; }
     if (toggle) {
       toggle.parentNode.hidden = false;
       toggle.checked = window.localStorage.getItem("relay.autorefresh") !== "off";
@@ -55,7 +71,7 @@
         window.localStorage.setItem("relay.autorefresh", toggle.checked ? "on" : "off");
       });
     }
-    window.setInterval(function () {
+    var timer = window.setInterval(function () {
       if (document.hidden || (toggle && !toggle.checked)) { return; }
       window.fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (response) {
@@ -66,10 +82,12 @@
         .then(function (html) {
           if (html === null) { return; }
           var doc = new DOMParser().parseFromString(html, "text/html");
-          var fresh = doc.querySelector("[data-live]");
-          if (fresh) {
-            live.replaceChildren.apply(live, Array.prototype.slice.call(fresh.childNodes));
-            drawAll(live);
+          swap(doc);
+          // A page stops asking for refreshes once nothing on it moves (a followed
+          // replay that has settled).
+          if (!doc.body.getAttribute("data-refresh")) {
+            window.clearInterval(timer);
+            if (toggle) { toggle.parentNode.hidden = true; }
           }
         })
         .catch(function () { /* offline for a moment: try again at the next tick */ });

@@ -4,7 +4,9 @@
 -- died) is freed. Then it checks, in order: the pause flag, the platform's throttle, the
 -- circuit breaker (one half-open probe at a time), the cap on attempts in flight, and
 -- the rate limits. If the answer is go, it takes a rate slot in every window and a slot
--- among the attempts in flight, which gate_record.lua gives back.
+-- among the attempts in flight, which gate_record.lua gives back. The checks before the
+-- rates are lib/gate_block.lua's, which the scheduler runs too before it releases a parked
+-- delivery; the settings they need are kept in the state hash for it (field `gate`).
 --
 -- KEYS[1]  the target's state (hash: paused, state, open_until, probe, probe_until, ...)
 -- KEYS[2]  the target's throttle (until, epoch ms)
@@ -35,6 +37,7 @@
 --!include lib/clock.lua
 --!include lib/windows.lua
 --!include lib/breaker.lua
+--!include lib/gate_block.lua
 
 local state_key = KEYS[1]
 local throttle_key = KEYS[2]
@@ -45,7 +48,7 @@ local rates = rates_of(KEYS, 6, ARGV, 15)
 local token = ARGV[1]
 local lease_ms = tonumber(ARGV[2])
 local breaker_on = ARGV[3] == '1'
-local pause_recheck_ms = ARGV[4]
+local pause_recheck_ms = tonumber(ARGV[4])
 local probe_busy_wait_ms = tonumber(ARGV[5])
 local max_in_flight = tonumber(ARGV[6])
 local full_wait_ms = tonumber(ARGV[7])
@@ -58,17 +61,13 @@ local open_ms = tonumber(ARGV[13])
 local max_open_ms = tonumber(ARGV[14])
 
 local policy = breaker_policy(failures, failure_rate, window, min_calls, open_ms, max_open_ms)
+local limits = gate_limits(breaker_on, lease_ms, max_in_flight, pause_recheck_ms,
+                           probe_busy_wait_ms, full_wait_ms)
+local target = {state = state_key, throttle = throttle_key, running = running_key, slow = slow_key}
 
 local now = now_ms()
 
--- The wait while something runs that started `lease_ms` before `until_ms`: as long as it
--- has run so far (a hung target's waiters look again less and less often), at least
--- `floor`, at most until its lease ends.
-local function wait_for_running(until_ms, floor)
-  local age = now - (until_ms - lease_ms)
-  return math.max(floor, math.min(age, until_ms - now))
-end
-
+gate_publish(state_key, limits)  -- for the scheduler's look (release_due.lua)
 for _, slow in ipairs(redis.call('ZRANGEBYSCORE', slow_key, '-inf', now)) do
   redis.call('ZADD', slow_key, 'inf', slow)
   redis.call('HINCRBY', state_key, 'slow_calls', 1)
@@ -79,34 +78,8 @@ for _, gone in ipairs(redis.call('ZRANGEBYSCORE', running_key, '-inf', now)) do
   redis.call('ZREM', slow_key, gone)
 end
 
-local s = redis.call('HMGET', state_key, 'paused', 'state', 'open_until', 'probe', 'probe_until')
-if s[1] == '1' then return {'paused', pause_recheck_ms} end
-local throttled = tonumber(redis.call('GET', throttle_key) or '0')
-if throttled > now then return {'throttled', throttled - now} end
-local probing = false
-if breaker_on and (s[2] == 'open' or s[2] == 'half_open') then
-  if s[2] == 'open' and tonumber(s[3] or '0') > now then
-    return {'circuit_open', tonumber(s[3]) - now}
-  end
-  local probe_until = tonumber(s[5] or '0')
-  if s[4] and s[4] ~= token and probe_until > now then
-    -- Until the probe's outcome is known at the latest: it ends, or passes the threshold.
-    local probe_slow = redis.call('ZSCORE', slow_key, s[4])
-    if probe_slow and probe_slow ~= 'inf' then
-      return {'circuit_probing', math.max(probe_busy_wait_ms, tonumber(probe_slow) - now)}
-    end
-    return {'circuit_probing', wait_for_running(probe_until, probe_busy_wait_ms)}
-  end
-  probing = true
-end
-if max_in_flight > 0 then
-  local held = redis.call('ZCARD', running_key)
-  if redis.call('ZSCORE', running_key, token) then held = held - 1 end  -- its own lost run
-  if held >= max_in_flight then
-    local oldest = redis.call('ZRANGE', running_key, 0, 0, 'WITHSCORES')
-    return {'concurrency_limited', wait_for_running(tonumber(oldest[2]), full_wait_ms)}
-  end
-end
+local reason, blocked_ms, probing = gate_block(target, limits, token, now, 0)
+if reason then return {reason, blocked_ms} end
 local wait = window_wait(rates, now)
 if wait > 0 then return {'rate_limited', wait} end
 window_take(rates, token, now)
