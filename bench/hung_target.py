@@ -15,12 +15,11 @@ for ``--duration`` s:
 Per run: POST-to-arrival p50/p99/max of the healthy deliveries, missing and duplicate
 ones, CPU per healthy delivery (web + worker + Redis, and the worker alone), the hung
 sink's requests, the scheduler's CPU per healthy delivery, the hung target's waits by
-reason from Redis (each a re-check that reached a worker's gate) and the looks the
-scheduler held back without a task message (the target state's ``held``), and 'other
-CPU' (cores used by processes not ours: another tenant's load makes the figures
-unreliable). Then
-the ratio of the two p99s (target: hung ≤ 2 × without). Exit status 1 if a healthy
-delivery is missing or the hung target's deliveries were dead-lettered.
+reason from Redis (each a gate call in a worker that parked a delivery) and the looks
+the scheduler held back without a task message (the target state's ``held``), and
+'other CPU' (cores used by processes not ours: another tenant's load makes the figures
+unreliable). Then the ratio of the two p99s (target: hung ≤ 2 × without). Exit status 1
+if a healthy delivery is missing or the hung target's deliveries were dead-lettered.
 
     python bench/hung_target.py                       # 20 events/s for 60 s, each run
     python bench/hung_target.py --duration 30 --hung-cap off

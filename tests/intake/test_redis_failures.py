@@ -252,7 +252,7 @@ def test_poller_backs_off_while_redis_stalls_and_queues_each_update_once(
 
     httpserver.expect_request(f"/bot{BOT_TOKEN}/getUpdates").respond_with_handler(get_updates)
     source = {"id": "tg", "kind": "telegram", "bot_token": BOT_TOKEN, "poll_timeout": 1,
-              "api_base": httpserver.url_for("/").rstrip("/")}  # fmt: skip
+              "api_base": httpserver.url_for("/").rstrip("/"), "allow_private": True}  # fmt: skip
     settings = make_settings(redis_url=own_redis.url, redis_timeout=0.3)
     runtime = WebContext.build(settings, parse_config({"sources": [source]}))
     poller = Poller(runtime.intake, "tg", backoff_base=0.05, backoff_cap=0.2)

@@ -612,28 +612,30 @@ def _url_check(
 
 @pytest.mark.parametrize(
     ("query", "status", "code"),
-    [
-        (_url_check(GET_ECHOSTR), 200, None),
-        (_url_check(GET_ECHOSTR, ts="1"), 401, "stale_timestamp"),
-        (_url_check(GET_ECHOSTR, ts=str(int(time.time()) + 3600)), 401, "stale_timestamp"),
-        (_url_check(GET_ECHOSTR, timestamp="soon"), 401, "invalid_timestamp"),
-        (_url_check(_sealed(b"<xml><Content>hi</Content></xml>")), 400, "invalid_echostr"),
-        (_url_check(_sealed(b'{"msgid": "1"}')), 400, "invalid_echostr"),
-        (_url_check(_sealed(b"")), 400, "invalid_echostr"),
-        (_url_check(_sealed(b"12 34")), 400, "invalid_echostr"),
-        (_url_check(_sealed(b"9" * 129)), 400, "invalid_echostr"),
-        (_url_check(GET_ECHOSTR, token="other"), 401, "invalid_signature"),
-        (_url_check(GET_ECHOSTR, nonce=None), 401, "missing_signature"),
-        (_url_check(GET_ECHOSTR, msg_signature="0" * 40), 401, "invalid_signature"),
-        (_url_check("not base64!"), 400, "undecryptable"),
-        (_url_check(_sealed(b"42", corp="wwANOTHERCORP")), 401, "corp_id_mismatch"),
-        (_url_check(_sealed(b"42", key=OTHER_KEY)), 400, "undecryptable"),
-        ("", 405, "method_not_allowed"),  # a GET without echostr is not a URL check
-        ("nonce=1", 405, "method_not_allowed"),
+    [  # built when each case runs: a signed-now query goes stale in a long run
+        (lambda: _url_check(GET_ECHOSTR), 200, None),
+        (lambda: _url_check(GET_ECHOSTR, ts="1"), 401, "stale_timestamp"),
+        (lambda: _url_check(GET_ECHOSTR, ts=str(int(time.time()) + 3600)), 401, "stale_timestamp"),
+        (lambda: _url_check(GET_ECHOSTR, timestamp="soon"), 401, "invalid_timestamp"),
+        (lambda: _url_check(_sealed(b"<xml><Content>hi</Content></xml>")), 400, "invalid_echostr"),
+        (lambda: _url_check(_sealed(b'{"msgid": "1"}')), 400, "invalid_echostr"),
+        (lambda: _url_check(_sealed(b"")), 400, "invalid_echostr"),
+        (lambda: _url_check(_sealed(b"12 34")), 400, "invalid_echostr"),
+        (lambda: _url_check(_sealed(b"9" * 129)), 400, "invalid_echostr"),
+        (lambda: _url_check(GET_ECHOSTR, token="other"), 401, "invalid_signature"),
+        (lambda: _url_check(GET_ECHOSTR, nonce=None), 401, "missing_signature"),
+        (lambda: _url_check(GET_ECHOSTR, msg_signature="0" * 40), 401, "invalid_signature"),
+        (lambda: _url_check("not base64!"), 400, "undecryptable"),
+        (lambda: _url_check(_sealed(b"42", corp="wwANOTHERCORP")), 401, "corp_id_mismatch"),
+        (lambda: _url_check(_sealed(b"42", key=OTHER_KEY)), 400, "undecryptable"),
+        (lambda: "", 405, "method_not_allowed"),  # a GET without echostr is not a URL check
+        (lambda: "nonce=1", 405, "method_not_allowed"),
     ],
 )
-def test_url_check_matrix(client: FlaskClient, query: str, status: int, code: str | None) -> None:
-    response = client.get(f"/hooks/wc?{query}")
+def test_url_check_matrix(
+    client: FlaskClient, query: Callable[[], str], status: int, code: str | None
+) -> None:
+    response = client.get(f"/hooks/wc?{query()}")
     assert response.status_code == status, response.get_data(as_text=True)
     if code:
         assert response.get_json()["error"] == code
