@@ -74,6 +74,13 @@ class GroupEvent(BaseModel):
     mentions: list[Party] = Field(default_factory=list)
     mentions_bot: bool = Field(False, description="The message @-mentions the relay's bot.")
     message_id: str | None = Field(None, max_length=256, description="The platform's own id.")
+    in_reply_to: str | None = Field(
+        None,
+        max_length=256,
+        description="The message_id of the message this one answers: the root of its "
+        "thread (Feishu root_id, Slack thread_ts) or the message it quotes (Telegram "
+        "reply_to_message, WeCom quote).",
+    )
     reply: ReplyHandle | None = None
     files: list[FileRef] = Field(default_factory=list)
     raw: Any = None

@@ -19,7 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from relay.events import GroupEvent
 
-Platform = Literal["dingtalk", "dingtalk_mobile", "feishu", "slack", "wecom", "telegram", "email"]
+Platform = Literal[
+    "dingtalk",
+    "dingtalk_mobile",
+    "dingtalk_union",
+    "feishu",
+    "slack",
+    "wecom",
+    "telegram",
+    "email",
+    "jira",
+    "github",
+    "gitlab",
+    "linear",
+]
 PLATFORMS: tuple[str, ...] = Platform.__args__  # type: ignore[attr-defined]
 
 # Which of a person's ids a source kind's mentions carry.
@@ -46,6 +59,12 @@ class Person(BaseModel):
     wecom: str | None = Field(None, description="WeCom userid.")
     telegram: str | None = Field(None, description="Telegram user id or @username.")
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    # accounts on project-management tools, for assignment by @mention
+    dingtalk_union: str | None = Field(None, description="DingTalk unionId (to-do executors).")
+    jira: str | None = Field(None, description="Jira Cloud accountId.")
+    github: str | None = Field(None, description="GitHub login.")
+    gitlab: str | None = Field(None, description="GitLab numeric user id.")
+    linear: str | None = Field(None, description="Linear user id (UUID).")
 
     def id_on(self, platform: str) -> str | None:
         value = getattr(self, platform, None) if platform in PLATFORMS else None

@@ -7,14 +7,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from relay.config.models import TargetConfig
+from relay.config.models import SourceConfig, TargetConfig
 from relay.config.people import Mention, People
 from relay.errors import PermanentDeliveryError
 from relay.events import GroupEvent
@@ -42,6 +44,11 @@ class DeliveryContext:
     source_kind: str | None = None  # kind of the source the event came from
     people: People = field(default_factory=lambda: People({}))
     state: redis.Redis | None = None  # shared Redis, for caches such as access tokens
+    source: SourceConfig | None = None  # the source's config: fetchers use its tokens
+    retention: float = 7 * 24 * 3600  # how long records (and task links) are kept
+    # set on a chained delivery (a confirmation): what the delivery it follows produced
+    # (``task``, ``files``), seen by templates beside ``event``
+    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @cached_property
     def event(self) -> GroupEvent:
@@ -63,7 +70,7 @@ class DeliveryContext:
                 html=html,
                 event=self.event,
                 mentions=self.mentions,
-                **extra,
+                **{**self.vars, **extra},
             )
         except TemplateError as exc:
             raise PermanentDeliveryError(str(exc)) from None

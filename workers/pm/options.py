@@ -1,0 +1,41 @@
+"""Options every project-management target has, beside its tool's own."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relay.templates import check_template
+from workers.targets.base import TargetOptions
+
+
+class Confirm(BaseModel):
+    """Post a short confirmation into the group after a task is created or changed: a
+    chained delivery to ``target`` (a notification target, for example a
+    ``dingtalk_app`` in ``mode: reply`` or a ``telegram`` target replying in the
+    thread), with its own id, record and retries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    target: str = Field(description="The id of the notification target that posts it.")
+    template: str | None = Field(None, description="Jinja2; sees event, task and command.")
+    on: list[Literal["created", "closed", "reopened", "assigned", "commented", "problems"]] = [
+        "created",
+        "closed",
+        "problems",
+    ]
+
+    def model_post_init(self, _: object) -> None:
+        if self.template is not None:
+            check_template(self.template)
+
+
+class PmOptions(TargetOptions):
+    """``trigger: command`` makes tasks only of messages with the command word
+    (``task``/``任务``); ``any`` makes one of every message the route passes."""
+
+    trigger: Literal["command", "any"] = "command"
+    labels: list[str] = Field(default_factory=list, description="Added to every task.")
+    title_template: str | None = Field(None, description="Jinja2 for the title.")
+    follow_ups: bool = Field(True, description="Replies and references act on tasks.")
+    confirm: Confirm | None = None
