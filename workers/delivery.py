@@ -34,6 +34,7 @@ from relay.state.gate import Admission, admission, breaker_state
 from relay.state.heartbeats import Holding
 from relay.state.lifecycle import AttemptOutcome, ClaimVerdict, DeliveryRecord, DeliveryStatus
 from relay.state.lua import ScriptCall, run_together
+from workers import chain
 from workers.concurrency import run_side_by_side
 from workers.context import WorkerContext
 from workers.retry_policy import next_attempt_at
@@ -90,15 +91,22 @@ def _context(
     route_index = -1 if delivery.route is None else delivery.route
     route_template = routes[route_index].template if 0 <= route_index < len(routes) else None
     source = ctx.config.sources.get(delivery.source or "")
+    chained = chain.read_vars(delivery.vars)
     return DeliveryContext(
         delivery_id=delivery_id,
         attempt=attempt,
         event_json=event_json,
         timeout=target.timeout or ctx.settings.http_timeout,
-        template=route_template or target.template,
+        # a chained delivery says what it posts; the route's template is its parent's
+        template=(chained.template or target.template)
+        if delivery.parent
+        else (route_template or target.template),
         source_kind=source.kind if source else None,
         people=ctx.people,
         state=ctx.store.redis,
+        source=source,
+        retention=ctx.settings.retention,
+        vars=chained.vars,
     )
 
 
@@ -285,6 +293,8 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             status=result.status,
             response=redact(result.excerpt, ctx.config.secrets),
         )
+        if result.chain:  # before finishing: a crash in between repeats nothing twice
+            chain.start(ctx, delivery, delivery_id, result.chain)
         breaker = _breaker(ctx, bound, target_config, delivery_id, None)
         _log_breaker(
             bound,

@@ -112,6 +112,7 @@ class Listings:
             "delivery_status": status.value,
             "event": redactor.event(event),
             "deliveries": shown,
+            "tasks": self.store.event_tasks(event_id),
         }
 
     # deliveries -----------------------------------------------------------------------

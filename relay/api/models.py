@@ -111,9 +111,20 @@ class DeliveryDetail(DeliveryInEvent):
     event: GroupEvent | None = Field(description="The event, redacted; null if expired.")
 
 
+class TaskLink(_Model):
+    """A task in a project-management tool that the event created or acted on."""
+
+    target: str
+    key: str = Field(description="What people type: OPS-12, #12.")
+    url: str | None
+    title: str | None
+    created: bool = Field(description="This event created it (else it acted on it).")
+
+
 class EventDetail(EventSummary):
     event: GroupEvent
     deliveries: list[DeliveryInEvent]
+    tasks: list[TaskLink]
 
 
 class EventPage(_Model):

@@ -256,9 +256,28 @@ def parse_config(
                     + _did_you_mean(target, targets)
                 )
         routes.append(route)
+    problems += _chain_problems(targets, declared)
     if problems:
         raise ConfigError(_root_causes(problems))
     return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4), people)
+
+
+def _chain_problems(targets: Mapping[str, TargetConfig], declared: set[str]) -> list[str]:
+    """A target that posts confirmations or links (``confirm.target``, ``notify.target``)
+    must name a configured target other than itself."""
+    problems = []
+    for target_id, target in targets.items():
+        chained = getattr(target.options, "chained_targets", None)
+        for name in chained() if callable(chained) else []:
+            field = "confirm" if hasattr(target.options, "confirm") else "notify"
+            where = f"targets.{target_id}.{field}.target"
+            if name == target_id:
+                problems.append(f"{where}: a target cannot confirm through itself")
+            elif name not in targets and f"targets:{name}" not in declared:
+                problems.append(
+                    f"{where}: unknown target {name!r}" + _did_you_mean(name, targets)
+                )
+    return problems
 
 
 def _options_item(problem: str) -> tuple[str, int] | None:

@@ -169,3 +169,37 @@ USED_BY_RELAY = (
     SCHEDULE,
     DASHBOARD_SECRET_KEY,
 )
+
+
+def ledger(delivery_id: str) -> str:
+    """HASH: what a project-management or storage delivery has done in the world so far
+    (the task it created, each file it stored), so a retry never does it twice."""
+    return f"{PREFIX}ledger:{delivery_id}"
+
+
+def message_tasks(source_id: str, group_id: str, message_id: str) -> str:
+    """HASH: target id -> the task (JSON) a chat message created there."""
+    return f"{PREFIX}tasks:message:{source_id}:{group_id}:{message_id}"
+
+
+def event_tasks(event_id: str) -> str:
+    """HASH: target id -> the task (JSON) an event created or acted on there."""
+    return f"{PREFIX}tasks:event:{event_id}"
+
+
+def task_origin(target_id: str, task_key: str) -> str:
+    """STRING: the chat message (JSON: source, group, message id, event) a task came from."""
+    return f"{PREFIX}tasks:origin:{target_id}:{task_key}"
+
+
+def feishu_token(digest: str) -> str:
+    return f"{PREFIX}feishu:token:{digest}"
+
+
+def wecom_token(digest: str) -> str:
+    return f"{PREFIX}wecom:token:{digest}"
+
+
+def content(target_id: str, sha256: str) -> str:
+    """STRING: where a storage target with ``dedupe: content`` stored these bytes (JSON)."""
+    return f"{PREFIX}content:{target_id}:{sha256}"

@@ -140,16 +140,31 @@ class DeliveryRecord:
     waiting: str | None = _field(Kind.REASON, "Why a scheduled delivery waits (`paused`, ...).")
     last_error: str | None = _field(Kind.TEXT)
     dead_reason: str | None = _field(Kind.TEXT)
+    parent: str | None = _field(
+        Kind.NAME, "The delivery this one follows (a confirmation of a task it created)."
+    )
     # the attempt counter at the last replay: the retry policy counts from it
     attempt_base: int | None = _field(Kind.COUNT, public=False)
     # when the retry policy's ``max_age`` started counting (fan-out, or the last replay)
     window_start: float | None = _field(Kind.TIME, public=False)
     # the event's JSON, copied by dead-lettering so a replay outlives the event record
     event: str | None = _field(Kind.JSON, public=False)
+    # a chained delivery's template variables (the task, the stored files), as JSON
+    vars: str | None = _field(Kind.JSON, public=False)
 
     @classmethod
     def new(
-        cls, *, id: str, event_id: str, source: str, target: str, route: int, queue: str, now: float
+        cls,
+        *,
+        id: str,
+        event_id: str,
+        source: str,
+        target: str,
+        route: int,
+        queue: str,
+        now: float,
+        parent: str | None = None,
+        vars: str | None = None,
     ) -> DeliveryRecord:
         """A delivery as fan-out creates it: queued, no attempt yet, its ``max_age``
         window starting now."""
@@ -165,6 +180,8 @@ class DeliveryRecord:
             created_at=now,
             updated_at=now,
             window_start=now,
+            parent=parent,
+            vars=vars,
         )
 
     @classmethod

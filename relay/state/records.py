@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from relay.state import keys
+from relay.state.tasks import TaskLinks
 from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
 
 
@@ -90,6 +91,20 @@ class Records:
         self.redis = client
 
     # events ---------------------------------------------------------------------------
+    def event_tasks(self, event_id: str) -> list[dict[str, Any]]:
+        """The tasks an event created or acted on, by target (``relay.state.tasks``)."""
+        links = TaskLinks(self.redis, retention=0).of_event(event_id)
+        return [
+            {
+                "target": target,
+                "key": str(task.get("key")),
+                "url": task.get("url") if isinstance(task.get("url"), str) else None,
+                "title": task.get("title") if isinstance(task.get("title"), str) else None,
+                "created": task.get("created") is not False,
+            }
+            for target, task in sorted(links.items())
+        ]
+
     def event(self, event_id: str) -> dict[str, Any] | None:
         raw = _decode(self.redis.hgetall(keys.event(event_id)))
         if not raw:

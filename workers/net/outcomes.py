@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -16,12 +16,24 @@ from workers.net.http import HttpAnswer
 
 
 @dataclass(frozen=True)
+class Chained:
+    """A delivery to start once this one has succeeded (a confirmation posted back into
+    the group): to ``target``, with ``vars`` (the task, the stored files) for its
+    template. It gets its own id, record and retries."""
+
+    target: str
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None  # else the chained target's own, else its default
+
+
+@dataclass(frozen=True)
 class DeliveryResult:
     """What a target returns for a delivered attempt: the status and a capped excerpt of
-    the answer, kept in the attempt record."""
+    the answer, kept in the attempt record, and the deliveries it chains."""
 
     status: int | None = None
     excerpt: str | None = None
+    chain: tuple[Chained, ...] = ()
 
 
 def excerpt(text: str, limit: int = 1024) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.templates import check_template
 from workers.targets.base import TargetOptions
@@ -39,3 +40,20 @@ class PmOptions(TargetOptions):
     title_template: str | None = Field(None, description="Jinja2 for the title.")
     follow_ups: bool = Field(True, description="Replies and references act on tasks.")
     confirm: Confirm | None = None
+    timezone: str = Field("UTC", description="Where relative dates (tomorrow, fri) are read.")
+    bot_names: list[str] = Field(
+        default_factory=list, description="The bot's names, skipped at the start of a command."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from None
+        return value
+
+    def chained_targets(self) -> list[str]:
+        """The targets this one's confirmations go to (checked to exist at load)."""
+        return [self.confirm.target] if self.confirm else []

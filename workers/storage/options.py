@@ -31,3 +31,7 @@ class StorageOptions(TargetOptions):
     )
     dedupe: Literal["off", "content"] = "off"
     notify: Notify | None = None
+
+    def chained_targets(self) -> list[str]:
+        """The targets this one's links go to (checked to exist at load)."""
+        return [self.notify.target] if self.notify else []
