@@ -71,6 +71,18 @@ class DingTalkRobotOptions(SourceOptions):
         default_factory=lambda: list(SESSION_HOSTS),
         description="Where a sessionWebhook may point: a host (https on 443) or an origin.",
     )
+    app_key: str | None = Field(
+        None, min_length=1, description="The app's Client ID (AppKey), to fetch message files."
+    )
+    robot_code: str | None = Field(
+        None, min_length=1, description="The robot's code; default app_key."
+    )
+    api_base: str = Field(
+        "https://api.dingtalk.com",
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        description="DingTalk's v1.0 API.",
+    )
+    allow_private: bool = Field(False, description="Let file fetches reach a private address.")
 
     @field_validator("session_hosts")
     @classmethod

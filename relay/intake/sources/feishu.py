@@ -114,6 +114,15 @@ class FeishuOptions(SourceOptions):
     )
     bot_open_id: str | None = Field(None, min_length=1, description="The bot's open_id.")
     app_id: str | None = Field(None, min_length=1, description="Refuse events of other apps.")
+    app_secret: str | None = Field(
+        None, min_length=1, repr=False, description="The app's secret, to fetch message files."
+    )
+    api_base: str = Field(
+        "https://open.feishu.cn",
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        description="Lark: https://open.larksuite.com.",
+    )
+    allow_private: bool = Field(False, description="Let file fetches reach a private address.")
 
 
 class FeishuSource(BaseSource):

@@ -133,6 +133,13 @@ def _file(message_id: str | None, key: Any, name: Any = None) -> FileRef | None:
     return FileRef(name=(_str(name) or key)[:MAX_NAME], ref=ref)
 
 
+def _answered(message: dict[str, Any], message_id: str | None) -> str | None:
+    """The message this one answers: its thread's root (``root_id``), else the message it
+    replies to (``parent_id``). Both are ``om_…`` ids, the form ``message_id`` takes."""
+    target = _id(message.get("root_id")) or _id(message.get("parent_id"))
+    return target if target != message_id else None
+
+
 def _mentions(raw: list[Any]) -> tuple[list[Party], dict[str, str], set[str]]:
     """Parties, placeholder key → name, and every open_id among v2 ``mentions``."""
     parties, names, open_ids = [], {}, set()
@@ -226,6 +233,7 @@ def _v2_message(ctx: Context, event: dict[str, Any]) -> dict[str, Any]:
         "mentions": mentions,
         "mentions_bot": bool(ctx.bot_open_id and ctx.bot_open_id in open_ids),
         "message_id": message_id,
+        "in_reply_to": _answered(message, message_id),
         "files": files,
         "occurred_at": _time(message.get("create_time"), 1000),
     }
@@ -292,6 +300,7 @@ def _v1_message(ctx: Context, event: dict[str, Any]) -> dict[str, Any]:
         "mentions": mentions,
         "mentions_bot": event.get("is_mention") is True or by_bot,
         "message_id": message_id,
+        "in_reply_to": _answered(event, message_id),
         "files": files,
     }
 

@@ -79,6 +79,13 @@ class HmacOptions(SourceOptions):
         "{body}", validate_default=True, description="What is signed: {timestamp}, {body}."
     )
     delivery_id_header: str | None = Field(None, description="Header whose value is dedupe key.")
+    file_headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="Headers sent when fetching files[].url."
+    )
+    file_hosts: list[str] | None = Field(
+        None, description="Fetch files[].url only from these hosts (unset: any public host)."
+    )
+    allow_private: bool = Field(False, description="Let file fetches reach a private address.")
 
     @model_validator(mode="before")
     @classmethod

@@ -83,6 +83,15 @@ class SlackOptions(SourceOptions):
     command_ack: str = Field(
         "Received", max_length=3000, description="Ephemeral answer to a slash command."
     )
+    bot_token: str | None = Field(
+        None, min_length=1, repr=False, description="xoxb- token with files:read, to fetch files."
+    )
+    api_base: str = Field(
+        "https://slack.com/api",
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        description="Slack's Web API.",
+    )
+    allow_private: bool = Field(False, description="Let file fetches reach a private address.")
 
     @model_validator(mode="after")
     def _has_secret(self) -> SlackOptions:

@@ -177,6 +177,10 @@ def _files(items: Any) -> list[dict[str, Any]]:
 def _message_fields(event: dict[str, Any], bot_user_id: str | None) -> dict[str, Any]:
     """Group, sender, text, mentions and files of a message-shaped event."""
     channel, ts = text_of(event, "channel"), text_of(event, "ts")
+    # A reply in a thread carries the root's ts as ``thread_ts``; the root itself carries
+    # its own ts there (once it has replies), so only a different value is a reply.
+    thread_ts = text_of(event, "thread_ts")
+    answers = thread_ts if thread_ts != ts else None
     text = text_of(event, "text") or flatten_blocks(event.get("blocks"))
     mentions = mentions_in(text)
     if event.get("subtype") == "bot_message":
@@ -192,6 +196,7 @@ def _message_fields(event: dict[str, Any], bot_user_id: str | None) -> dict[str,
         "mentions": mentions,
         "mentions_bot": bool(bot_user_id) and any(m["id"] == bot_user_id for m in mentions),
         "message_id": f"{channel}:{ts}" if channel and ts else None,
+        "in_reply_to": f"{channel}:{answers}" if channel and answers else None,
         "files": _files(event.get("files")),
     }
 

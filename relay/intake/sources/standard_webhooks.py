@@ -49,6 +49,13 @@ class StandardWebhooksOptions(SourceOptions):
 
     secrets: list[Secret] = Field(min_length=1, description="whsec_ secrets; several to rotate.")
     tolerance: Duration = Field(300, gt=0, description="Allowed clock skew each way.")
+    file_headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="Headers sent when fetching files[].url."
+    )
+    file_hosts: list[str] | None = Field(
+        None, description="Fetch files[].url only from these hosts (unset: any public host)."
+    )
+    allow_private: bool = Field(False, description="Let file fetches reach a private address.")
 
 
 class StandardWebhooksSource(BaseSource):

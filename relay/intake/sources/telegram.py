@@ -59,6 +59,18 @@ class TelegramOptions(SourceOptions):
     allow_private: bool = Field(
         False, description="Let relay poll reach an api_base on a private address."
     )
+    file_url: str = Field(
+        "{api_base}/file/bot{token}/{file_path}",
+        pattern=r"^\S*\{file_path\}\S*$",
+        description="Download URL of getFile's file_path (SafeW: {api_base}/file/{token}/…).",
+    )
+    local_api: bool = Field(
+        False,
+        description="api_base is a self-hosted Bot API server (--local): read files from disk.",
+    )
+    local_root: str | None = Field(
+        None, min_length=1, description="With local_api: only files under this folder are read."
+    )
 
     @field_validator("secret_token")
     @classmethod

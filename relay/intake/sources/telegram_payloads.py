@@ -174,6 +174,28 @@ def _files(message: dict[str, Any]) -> list[FileRef]:
     return list(files.values())
 
 
+def _composed_id(chat_id: int | None, message: dict[str, Any]) -> str | None:
+    """``"<chat id>:<message id>"``: Telegram numbers messages per chat."""
+    message_id = _int(message.get("message_id"))
+    if message_id is None or chat_id is None:
+        return None
+    composed = f"{chat_id}:{message_id}"
+    return composed if len(composed) <= 256 else None
+
+
+def _replied_id(chat_id: int | None, message: dict[str, Any]) -> str | None:
+    """The ``message_id`` of ``reply_to_message``, composed as for the original.
+
+    The original is in the same chat (a reply to another chat is ``external_reply``,
+    not read here). In a forum topic, a message that quotes nothing still has the
+    topic's opening message as ``reply_to_message``: the topic is its thread.
+    """
+    original = _obj(message.get("reply_to_message"))
+    if not original:
+        return None
+    return _composed_id(_int(_obj(original.get("chat")).get("id")) or chat_id, original)
+
+
 def _message_fields(message: dict[str, Any], bot: BotIdentity, edited: bool) -> dict[str, Any]:
     """Type and fields of a (new or edited) message; see docs/sources/telegram.md."""
     chat = _obj(message.get("chat"))
@@ -188,10 +210,9 @@ def _message_fields(message: dict[str, Any], bot: BotIdentity, edited: bool) -> 
     occurred = occurred or _timestamp(message.get("date"))
     if occurred is not None:
         fields["occurred_at"] = occurred
-    message_id, chat_id = _int(message.get("message_id")), _int(chat.get("id"))
-    if message_id is not None and chat_id is not None:
-        composed = f"{chat_id}:{message_id}"
-        fields["message_id"] = composed if len(composed) <= 256 else None
+    chat_id = _int(chat.get("id"))
+    fields["message_id"] = _composed_id(chat_id, message)
+    fields["in_reply_to"] = _replied_id(chat_id, message)
     text = _str(message.get("text"), 1 << 20)
     entities = message.get("entities")
     if text is None:

@@ -59,6 +59,18 @@ class WecomOptions(SourceOptions):
         description="ReceiveId: the corp id (suite id for third-party apps, '' for bots)."
     )
     tolerance: Duration = Field(300, gt=0, description="Allowed clock skew of events.")
+    corp_secret: str | None = Field(
+        None, min_length=1, repr=False, description="The app's Secret, to fetch media by id."
+    )
+    api_base: str = Field(
+        "https://qyapi.weixin.qq.com",
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        description="WeCom's server API.",
+    )
+    allow_private: bool = Field(False, description="Let file fetches reach a private address.")
+    range_chunk: int = Field(
+        20 * 1024 * 1024, ge=1024, le=20 * 1024 * 1024, description="Bytes per Range request."
+    )
 
     @field_validator("encoding_aes_key")
     @classmethod

@@ -223,6 +223,18 @@ def _app_fields(msg: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _quoted_id(msg: dict[str, Any]) -> str | None:
+    """The ``msgid`` of the message a bot message quotes (``quote``), if WeCom names it.
+
+    The documented ``quote`` (developer.work.weixin.qq.com/document/path/100719) carries
+    only the quoted content (``msgtype`` plus ``text``/``image``/``mixed``/...), no id,
+    so a quote usually leaves ``in_reply_to`` unset; an id is used where one is present.
+    App callbacks (CamelCase XML) carry no quote at all.
+    """
+    ident = _str(msg.get("quote"), "msgid")
+    return ident if ident is not None and len(ident) <= 256 else None  # GroupEvent's limit
+
+
 def _bot_fields(msg: dict[str, Any]) -> dict[str, Any]:
     """A 智能机器人 callback (lower-case fields); a group message arrives only if @-mentioned."""
     kind, msg_id = _str(msg, "msgtype") or "", _str(msg, "msgid")
@@ -230,6 +242,7 @@ def _bot_fields(msg: dict[str, Any]) -> dict[str, Any]:
         "group": _party(_str(msg, "chatid") or _str(msg, "aibotid")),
         "sender": _party(_str(msg.get("from"), "userid")),
         "message_id": msg_id,
+        "in_reply_to": _quoted_id(msg),
     }
     mixed = msg.get("mixed")
     items = mixed.get("msg_item") if kind == "mixed" and isinstance(mixed, dict) else [msg]
