@@ -47,6 +47,21 @@ DUMMY_ENV = {
     "OPS_SECRET": TEST_SECRET,
     "GITHUB_WEBHOOK_SECRET": "dummy-github-webhook-secret",
     "SINK_SECRET": TEST_SECRET,
+    "FEISHU_ENCRYPT_KEY": "dummy-feishu-encrypt-key",
+    "FEISHU_VERIFICATION_TOKEN": "dummy-feishu-verification-token",
+    "FEISHU_APP_ID": "cli_dummy0123456789",
+    "FEISHU_APP_SECRET": "dummy-feishu-app-secret",
+    "FEISHU_BOT_WEBHOOK": "https://open.feishu.cn/open-apis/bot/v2/hook/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+    "FEISHU_BOT_SECRET": "dummy-feishu-bot-secret",
+    "JIRA_API_TOKEN": "dummy-jira-api-token",
+    "GITHUB_TOKEN": "github_pat_dummy0000000000",
+    "GITLAB_TOKEN": "glpat-dummy0123456789abcd",
+    "LINEAR_API_KEY": "lin_api_dummy0123456789abcdefghijklmnopqrstuv",
+    "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
+    "SLACK_BOT_TOKEN": "xoxb-0000000000-0000000000000-dummydummydummydummydumm",
+    "NEXTCLOUD_APP_PASSWORD": "dummy-nextcloud-app-password",
+    "TG_SECRET": "dummy_tg_secret",
+    "TG_BOT_TOKEN": "123456789:AAFD39kkdpWt3ywyRZergyOLMaJhac60qcX",
 }
 
 

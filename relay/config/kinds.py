@@ -40,6 +40,16 @@ BUILTIN_TARGET_RATES: dict[str, tuple[str, ...]] = {
     "file": (),
     "email": (),
     "apprise": (),
+    "jira": ("100/min",),
+    "github_issues": ("80/min", "500/h"),
+    "gitlab_issues": ("60/min",),
+    "linear": ("80/min",),
+    "feishu_task": ("10/s", "100/min"),
+    "dingtalk_todo": ("20/s",),
+    "s3": (),
+    "webdav": (),
+    "local": (),
+    "feishu_drive": ("5/s", "10000/day"),
 }
 RateOrigin = Literal["config", "kind", "unknown"]
 

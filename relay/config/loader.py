@@ -274,9 +274,7 @@ def _chain_problems(targets: Mapping[str, TargetConfig], declared: set[str]) -> 
             if name == target_id:
                 problems.append(f"{where}: a target cannot confirm through itself")
             elif name not in targets and f"targets:{name}" not in declared:
-                problems.append(
-                    f"{where}: unknown target {name!r}" + _did_you_mean(name, targets)
-                )
+                problems.append(f"{where}: unknown target {name!r}" + _did_you_mean(name, targets))
     return problems
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import redis
 
 from relay.state import keys
-from relay.state.tasks import TaskLinks
 from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
+from relay.state.tasks import TaskLinks
 
 
 class EventStatus(StrEnum):

@@ -34,7 +34,7 @@ class StreamAnswer:
 
     status: int
     headers: Mapping[str, str]
-    url: str
+    url: str = field(repr=False)  # may carry a token (Telegram file URLs)
     raw: BaseHTTPResponse = field(repr=False)
 
     def read(self, n: int = -1) -> bytes:
@@ -126,7 +126,7 @@ def open_stream(
     try:
         yield answer
     finally:
-        if raw.isclosed() or raw.length_remaining == 0:
+        if raw.closed or raw.length_remaining == 0:
             raw.release_conn()
         else:
             raw.close()

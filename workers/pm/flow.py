@@ -130,14 +130,21 @@ class PmTarget(BaseTarget):
         if task is None and (context.attempt > 1 or done.get("state") == "creating"):
             task = client.find(spec)
         if task is None:
-            ledger.record(state="creating")
+            ledger.record(state="creating", problems=problems)
             try:
                 task = client.create(spec)
             except AssigneeRefused as refused:
                 problems.append(self.refused_note(refused, command))
+                ledger.record(problems=problems)  # a retry that finds the task still says so
                 task = client.create(replace(spec, assignees=()))
         elif done.get("problems") is not None:
             problems = list(done["problems"])
+        dropped = task.extra.get("unassigned")  # tools that drop assignees silently (GitLab)
+        if dropped:
+            why = task.extra.get("unassigned_reason") or "the tool dropped them"
+            note = self.refused_note(AssigneeRefused(str(dropped).split(", "), str(why)), command)
+            if note not in problems:
+                problems.append(note)
         ledger.record(state="created", task=_public(task, spec.title), problems=problems)
         self.link(context, task, spec.title, created=True)
         if problems and not done.get("noted"):

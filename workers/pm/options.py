@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relay.templates import check_template
 from workers.targets.base import TargetOptions
+
+
+ConfirmOn = Literal["created", "closed", "reopened", "assigned", "commented", "problems"]
+
+
+def _default_on() -> list[ConfirmOn]:
+    return ["created", "closed", "problems"]
 
 
 class Confirm(BaseModel):
@@ -20,11 +27,18 @@ class Confirm(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     target: str = Field(description="The id of the notification target that posts it.")
     template: str | None = Field(None, description="Jinja2; sees event, task and command.")
-    on: list[Literal["created", "closed", "reopened", "assigned", "commented", "problems"]] = [
-        "created",
-        "closed",
-        "problems",
-    ]
+    on: list[ConfirmOn] = Field(
+        default_factory=_default_on,
+        description="When to confirm; YAML 1.1 reads a bare `on` key as true, so both work.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """PyYAML reads an unquoted ``on:`` key as the boolean ``True``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
 
     def model_post_init(self, _: object) -> None:
         if self.template is not None:

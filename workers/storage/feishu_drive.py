@@ -222,7 +222,7 @@ class FeishuDriveStore:
         """The file's page in Feishu (only people it is shared with can open it)."""
         return obj.url or (self.web_url(obj.id) if obj.id else None)
 
-    def cleanup(self, upload_id: str) -> None:
+    def cleanup(self, upload_id: str, path: str | None = None) -> None:
         """Nothing to do: Drive drops an unfinished block upload after 24 hours."""
 
     # -- files -----------------------------------------------------------------------

@@ -121,7 +121,7 @@ class StorageTarget(BaseTarget):
             found = store.stat(str(begun.get("path") or path))
             if found is not None and _ours(found, begun):
                 return self.record(context, store, ledger, index, file, found, begun)
-            store.cleanup(session)
+            store.cleanup(session, path=str(begun.get("path") or path))
         obj, facts = self.upload(context, store, ledger, index, file, path, session)
         return self.record(context, store, ledger, index, file, obj, facts)
 
@@ -140,7 +140,7 @@ class StorageTarget(BaseTarget):
         candidate = path
         for attempt in range(1, MAX_RENAMES + 1):
             if attempt > 1:
-                candidate = numbered(path, attempt)
+                candidate = numbered(path, attempt, max_segment=store.max_segment)
             with self.open(context, store, file) as (reader, facts):
                 if options.dedupe == "content":
                     existing = self.same_content(context, facts)

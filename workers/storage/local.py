@@ -282,7 +282,7 @@ class LocalStore:
         os.close(os.open(final, flags, self.mode))
         os.replace(tmp, final)
 
-    def cleanup(self, upload_id: str) -> None:
+    def cleanup(self, upload_id: str, path: str | None = None) -> None:
         """Remove the temporary files an interrupted upload ``upload_id`` left at root."""
         pattern = re.compile(rf"{re.escape(TMP_PREFIX + upload_id)}-[0-9a-f]{{32}}")
         try:

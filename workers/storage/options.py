@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.config.units import Duration, Size
+from workers.storage.paths import check_path_template
 from workers.targets.base import TargetOptions
 
 DEFAULT_PATH = "{source}/{group.id}/{occurred_at:%Y/%m}/{file.name}"
@@ -31,6 +32,11 @@ class StorageOptions(TargetOptions):
     )
     dedupe: Literal["off", "content"] = "off"
     notify: Notify | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path_template(value)
 
     def chained_targets(self) -> list[str]:
         """The targets this one's links go to (checked to exist at load)."""

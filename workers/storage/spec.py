@@ -75,7 +75,6 @@ class Store(Protocol):
         """A link to share in the group (a presigned URL, a share link), or None."""
         ...
 
-    def cleanup(self, upload_id: str) -> None:
+    def cleanup(self, upload_id: str, path: str | None = None) -> None:
         """Abort what an interrupted upload left (multipart parts, spool files)."""
         ...
-

@@ -245,7 +245,7 @@ class WebDavStore:
         """WebDAV has no shareable link of its own; the group is told the path."""
         return None
 
-    def cleanup(self, upload_id: str) -> None:
+    def cleanup(self, upload_id: str, path: str | None = None) -> None:
         if self.options.chunked == "nextcloud" and self.uploads is not None:
             self.abort(self.session_url(upload_id))
 
