@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from relay.commands import Command, Verb, parse_command
 from relay.commands.model import FOLLOW_UPS
 from relay.config.people import SOURCE_PLATFORMS
+from relay.events import Party
 from relay.state.tasks import Ledger, TaskLinks
 from workers.net.outcomes import Chained
 from workers.pm.options import PmOptions
@@ -110,9 +111,13 @@ class PmTarget(BaseTarget):
         event = context.event
         zone = ZoneInfo(self.options.timezone)
         today = event.occurred_at.astimezone(zone).date()
+        # the people map's names, so "@张三" in a DingTalk text matches the mention whose
+        # staff id the map knows as 张三 (DingTalk callbacks carry ids, not names)
+        known = {m.source_id: m.name for m in context.mentions}
+        mentions = [Party(id=p.id, name=known.get(p.id) or p.name) for p in event.mentions]
         return parse_command(
             event.text or "",
-            event.mentions,
+            mentions,
             today=today,
             bot_names=self.options.bot_names,
             reply=event.in_reply_to is not None,
