@@ -17,7 +17,6 @@ import redis
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
-from relay.config.models import SourceConfig
 from relay.intake.sources.feishu import FeishuOptions, sample_payload
 from relay.state import keys
 from tests.conftest import wait_for

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from relay.templates import check_template
 from workers.targets.base import TargetOptions
 
-
 ConfirmOn = Literal["created", "closed", "reopened", "assigned", "commented", "problems"]
 
 

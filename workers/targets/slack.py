@@ -163,6 +163,11 @@ class SlackOptions(TargetOptions):
     channel: str | None = Field(None, min_length=1, max_length=256)
     api_base: str = "https://slack.com/api"
     blocks: bool = False
+    in_thread: bool = Field(
+        False,
+        description="Post in the thread of the event's message (token mode; for "
+        "confirmations of tasks and stored files).",
+    )
 
     @field_validator("webhook_url", "api_base")
     @classmethod
@@ -188,6 +193,15 @@ class SlackOptions(TargetOptions):
         if self.webhook_url is not None and self.channel is not None:
             raise ValueError("channel is only used with token; a webhook posts to its own channel")
         return self
+
+
+def thread_ts(context: DeliveryContext) -> str | None:
+    """The ``ts`` of the thread the event belongs to: its root if it is a reply, else
+    the message itself (Slack message ids are ``<channel>:<ts>``)."""
+    if context.source_kind not in (None, "slack"):
+        return None
+    message = context.event.in_reply_to or context.event.message_id
+    return (message.rpartition(":")[2] or None) if message else None
 
 
 class SlackTarget(BaseTarget):
@@ -228,6 +242,9 @@ class SlackTarget(BaseTarget):
             ]
         if self.options.channel is not None:
             payload["channel"] = self.options.channel
+        thread = thread_ts(context) if self.options.in_thread else None
+        if thread is not None:
+            payload["thread_ts"] = thread
         return payload
 
     def deliver(self, context: DeliveryContext) -> DeliveryResult:

@@ -105,6 +105,15 @@ def mention_tag(mention: Mention, html: bool) -> str:
     return html_escape(tag) if html else tag
 
 
+def reply_to(context: DeliveryContext) -> int | None:
+    """The id of the event's message in its chat (Telegram message ids are
+    ``<chat_id>:<message_id>``), if the event came from a Telegram source."""
+    if context.source_kind not in (None, "telegram"):
+        return None
+    tail = (context.event.message_id or "").rpartition(":")[2]
+    return int(tail) if tail.isdigit() else None
+
+
 class TelegramOptions(TargetOptions):
     """What a ``telegram`` target adds: the bot, the chat and how text is parsed."""
 
@@ -116,6 +125,11 @@ class TelegramOptions(TargetOptions):
     parse_mode: Literal["HTML", "none"] = "HTML"
     disable_notification: bool = False
     message_thread_id: int | None = Field(None, ge=1)
+    reply: bool = Field(
+        False,
+        description="Answer the event's own message (a Telegram source in the same chat; "
+        "for confirmations of tasks and stored files).",
+    )
 
     @field_validator("bot_token")
     @classmethod
@@ -186,6 +200,12 @@ class TelegramTarget(BaseTarget):
         if self.options.message_thread_id is not None:
             common["message_thread_id"] = self.options.message_thread_id
         message = {**common, "text": self.text(context)}
+        answered = reply_to(context) if self.options.reply else None
+        if answered is not None:
+            message["reply_parameters"] = {
+                "message_id": answered,
+                "allow_sending_without_reply": True,
+            }
         if self.html:
             message["parse_mode"] = "HTML"
         steps = [("message", "sendMessage", message)]
