@@ -33,7 +33,13 @@ from relay.errors import (
 )
 from relay.events import FileRef, Party
 from relay.state import keys
-from tests.workers.support import assert_hidden, assert_registered, build_target, markup_message
+from tests.workers.support import (
+    assert_hidden,
+    assert_registered,
+    build_target,
+    delivery_context,
+    markup_message,
+)
 from workers.targets.telegram import TelegramTarget
 
 TOKEN = "123456789:AAHs3cretT0kenValue_-xyz"
@@ -225,6 +231,20 @@ def test_notification_and_thread_options(bot: FakeBotAPI) -> None:
     target.deliver(context())
     message = bot.messages[-1]
     assert (message["disable_notification"], message["message_thread_id"]) == (True, 77)
+
+
+def test_reply_answers_the_events_own_telegram_message(bot: FakeBotAPI) -> None:
+    """A confirmation (a chained delivery of a Telegram event) answers the message."""
+    target = make_target(bot.api_base, reply=True)
+    from_telegram = delivery_context(message_id=f"{GROUP}:4242", source_kind="telegram")
+    target.deliver(from_telegram)
+    assert bot.messages[-1]["reply_parameters"] == {
+        "message_id": 4242,
+        "allow_sending_without_reply": True,
+    }
+    from_elsewhere = delivery_context(message_id="om_1", source_kind="feishu")
+    target.deliver(from_elsewhere)
+    assert "reply_parameters" not in bot.messages[-1]
 
 
 def test_plain_parse_mode_sends_text_as_it_is(bot: FakeBotAPI) -> None:
