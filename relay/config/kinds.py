@@ -34,6 +34,7 @@ BUILTIN_TARGET_RATES: dict[str, tuple[str, ...]] = {
     "dingtalk_app": ("20/min",),
     "wecom_bot": ("20/min",),
     "feishu_bot": ("100/min", "5/s"),
+    "feishu_app": ("5/s",),
     "slack": ("1/s",),
     "telegram": ("20/min", "1/s"),
     "webhook": (),
