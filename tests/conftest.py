@@ -29,6 +29,10 @@ from relay.cli.embedded import EmbeddedRedis
 from relay.cli.up import worker_command
 from relay.settings import Settings
 
+# Helpers with plain asserts should still explain a failure as pytest does in tests; the
+# modules are shared across folders, so they are registered before any is imported.
+pytest.register_assert_rewrite("tests.workers.support", "tests.pipeline_support")
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -21,9 +21,6 @@ from relay.state import keys
 from tests.conftest import TEST_SECRET, wait_for
 from workers.context import WorkerContext
 
-# Helpers with plain asserts should still explain a failure as pytest does in tests.
-pytest.register_assert_rewrite("tests.workers.support")
-
 # What the end-to-end runs post unless they say otherwise.
 HI = {"group": {"id": "g1", "name": "Ops"}, "sender": {"id": "u1"}, "text": "hi"}
 
