@@ -11,9 +11,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EventType = Literal[
-    "message.created", "file.shared", "member.joined", "member.left", "group.updated", "custom"
+    "message.created",
+    "file.shared",
+    "member.joined",
+    "member.left",
+    "group.updated",
+    "task.created",
+    "task.updated",
+    "task.closed",
+    "task.reopened",
+    "task.commented",
+    "task.assigned",
+    "custom",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+TASK_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("task."))
+
+TaskTool = Literal[
+    "jira", "github_issues", "gitlab_issues", "linear", "feishu_task", "dingtalk_todo"
+]
+TASK_TOOLS: tuple[str, ...] = TaskTool.__args__  # type: ignore[attr-defined]
 
 
 class Party(BaseModel):
@@ -54,6 +71,38 @@ class ReplyHandle(BaseModel):
     expires_at: datetime | None = None
 
 
+class TaskChange(BaseModel):
+    """What happened to a task in a project-management tool: the ``task`` of a
+    ``task.*`` event, as the tool's webhook told it."""
+
+    model_config = ConfigDict(extra="forbid")
+    tool: TaskTool = Field(description="The tool, named as its target kind.")
+    key: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The key people type and the relay's targets record: OPS-12, #12, "
+        "ENG-12, a Feishu task_id, a DingTalk taskId.",
+    )
+    id: str | None = Field(None, max_length=256, description="The tool's API id, if another.")
+    project: str | None = Field(
+        None, max_length=1024, description="The Jira project, repository or Linear team."
+    )
+    url: str | None = Field(None, max_length=4096)
+    title: str | None = Field(None, max_length=4096)
+    status: str | None = Field(None, max_length=256)
+    assignees: list[Party] = Field(default_factory=list)
+    actor: Party | None = Field(None, description="Who made the change.")
+    comment: str | None = Field(None, max_length=65536, description="A comment's text.")
+    changes: list[str] = Field(
+        default_factory=list, description="The fields the change touched (status, assignee)."
+    )
+    by_relay: bool = Field(
+        False,
+        description="The change carries the relay's marker or was made by an account the "
+        "source names as the relay's own: an echo, never posted back into the group.",
+    )
+
+
 def new_event_id() -> str:
     """Time-ordered, unguessable id: ``evt_`` + ms timestamp (hex) + 80 random bits."""
     return f"evt_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
@@ -83,6 +132,7 @@ class GroupEvent(BaseModel):
     )
     reply: ReplyHandle | None = None
     files: list[FileRef] = Field(default_factory=list)
+    task: TaskChange | None = Field(None, description="The task a task.* event is about.")
     raw: Any = None
 
     def to_json(self) -> str:
