@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     )
     max_body: Size = Field(1024 * 1024, description="Largest accepted request body.")
     retention: Duration = Field(7 * 86400, description="How long event and delivery records live.")
+    task_link_retention: Duration = Field(
+        90 * 86400,
+        gt=0,
+        description="How long a chat message and the task it created stay linked: replies "
+        "in its thread act on the task, and the tool's changes are told there.",
+    )
     dedupe_ttl: Duration | None = Field(
         None, description="Override of every source's dedupe window (else per source kind)."
     )

@@ -14,7 +14,7 @@ import random
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from relay.state.lua import ScriptCall, run_together
 from workers import chain
 from workers.concurrency import run_side_by_side
 from workers.context import WorkerContext
+from workers.pm import updates
 from workers.retry_policy import next_attempt_at
 from workers.targets.base import DeliveryContext
 
@@ -92,6 +93,9 @@ def _context(
     route_template = routes[route_index].template if 0 <= route_index < len(routes) else None
     source = ctx.config.sources.get(delivery.source or "")
     chained = chain.read_vars(delivery.vars)
+    variables: Mapping[str, Any] = chained.vars
+    if "burst" in variables:  # a task update: the changes it gathered
+        variables = {**variables, **updates.gathered(ctx, delivery_id, variables)}
     return DeliveryContext(
         delivery_id=delivery_id,
         attempt=attempt,
@@ -99,14 +103,15 @@ def _context(
         timeout=target.timeout or ctx.settings.http_timeout,
         # a chained delivery says what it posts; the route's template is its parent's
         template=(chained.template or target.template)
-        if delivery.parent
+        if delivery.parent or delivery.vars
         else (route_template or target.template),
         source_kind=source.kind if source else None,
         people=ctx.people,
         state=ctx.store.redis,
         source=source,
         retention=ctx.settings.retention,
-        vars=chained.vars,
+        link_retention=ctx.settings.task_link_retention,
+        vars=variables,
     )
 
 
@@ -263,6 +268,17 @@ def _claim(ctx: WorkerContext, delivery_id: str, begun: Begun) -> _Claimed | str
         reason = f"gave up after {policy.max_attempts} attempts"
         return _dead(ctx, bound, delivery_id, None, reason, event_json, token=begun.token)
 
+    gathering = updates.waiting(chain.read_vars(delivery.vars).vars)
+    if gathering > 0:  # a task update waits for the rest of a burst: no attempt spent
+        ctx.store.park(
+            delivery_id,
+            time.time() + gathering,
+            "gathering",
+            attempts=begun.attempt - 1,
+            token=begun.token,
+        )
+        bound.info("deliver.wait", reason="gathering", in_seconds=round(gathering, 3))
+        return "waiting"
     return _Claimed(delivery_id, begun, target_config, event_json, bound)
 
 

@@ -10,6 +10,7 @@ from relay.events import GroupEvent
 from relay.state import keys
 from relay.state.lifecycle import DeliveryRecord
 from workers.context import WorkerContext
+from workers.pm import updates
 from workers.routing import delivery_id as make_delivery_id
 from workers.routing import route_matches
 
@@ -42,6 +43,7 @@ def fanout(ctx: WorkerContext, event_id: str) -> int:
                 now=now,
             )
             batch.append((delivery.to_fields(), queue))
+    batch += updates.plan(ctx, event, now)  # a tool's change, told in the task's thread
     created = ctx.outbox.fan_out(event_id, batch)
     log.info("fanout.done", event_id=event_id, deliveries=len(batch), new=created)
     return len(batch)

@@ -200,6 +200,22 @@ def wecom_token(digest: str) -> str:
     return f"{PREFIX}wecom:token:{digest}"
 
 
+def task_echoes(target_id: str, task_key: str) -> str:
+    """HASH, TTL: action -> how many changes the relay made to a task that the tool has
+    not reported back yet (its webhook for them is an echo, not posted again)."""
+    return f"{PREFIX}tasks:echo:{target_id}:{task_key}"
+
+
+def task_burst(target_id: str, task_key: str) -> str:
+    """STRING, TTL: the delivery gathering a task's changes into one message until it runs."""
+    return f"{PREFIX}tasks:burst:{target_id}:{task_key}"
+
+
+def task_updates(delivery_id: str) -> str:
+    """HASH, TTL: event id -> the change (JSON) a gathering delivery tells."""
+    return f"{PREFIX}tasks:updates:{delivery_id}"
+
+
 def content(target_id: str, sha256: str) -> str:
     """STRING: where a storage target with ``dedupe: content`` stored these bytes (JSON)."""
     return f"{PREFIX}content:{target_id}:{sha256}"

@@ -291,3 +291,31 @@ class FakeFeishuTasks:
     def queries(self) -> list[dict[str, str]]:
         """The query parameters of every API call, in order."""
         return [q for _, _, _, q in self.requests]
+
+
+class FakeIm:
+    """``POST /im/v1/messages`` and ``…/{id}/reply``; a uuid seen before sends nothing."""
+
+    def __init__(self, server: HTTPServer, auth: FeishuAuth) -> None:
+        self.auth = auth
+        self.sent: list[dict[str, Any]] = []
+        self.by_uuid: dict[str, str] = {}
+        self.lock = threading.Lock()
+        server.expect_request(
+            re.compile(r"^/open-apis/im/v1/messages(/[^/]+/reply)?$"), method="POST"
+        ).respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        refused = self.auth.refusal(request)
+        if refused is not None:
+            return refused
+        body = json.loads(request.get_data())
+        if request.path.endswith("/reply") and "om_gone" in request.path:
+            return answer(400, 230011, "The message was withdrawn.")
+        with self.lock:
+            known = self.by_uuid.get(body.get("uuid", ""))
+            if known is None:
+                known = f"om_sent{len(self.sent)}"
+                self.by_uuid[body.get("uuid", "")] = known
+                self.sent.append({"path": request.path, "args": dict(request.args), **body})
+        return answer(200, 0, "success", data={"message_id": known})

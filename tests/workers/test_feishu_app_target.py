@@ -5,52 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import threading
 from typing import Any
 
 import pytest
 import redis
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from relay.errors import PermanentDeliveryError
-from tests.pm.feishu_fake import APP_ID, APP_SECRET, FeishuAuth
+from tests.pm.feishu_fake import APP_ID, APP_SECRET, FakeIm, FeishuAuth
 from tests.workers.support import assert_hidden, assert_registered, build_target, delivery_context
 from workers.targets.feishu_app import FeishuAppTarget, message_uuid
-
-
-class FakeIm:
-    """``POST /im/v1/messages`` and ``…/{id}/reply``; a uuid seen before sends nothing."""
-
-    def __init__(self, server: HTTPServer, auth: FeishuAuth) -> None:
-        self.auth = auth
-        self.sent: list[dict[str, Any]] = []
-        self.by_uuid: dict[str, str] = {}
-        self.lock = threading.Lock()
-        server.expect_request(
-            re.compile(r"^/open-apis/im/v1/messages(/[^/]+/reply)?$"), method="POST"
-        ).respond_with_handler(self.handle)
-
-    def handle(self, request: Request) -> Response:
-        refused = self.auth.refusal(request)
-        if refused is not None:
-            return refused
-        body = json.loads(request.get_data())
-        if request.path.endswith("/reply") and "om_gone" in request.path:
-            return answer(400, 230011, "The message was withdrawn.")
-        with self.lock:
-            known = self.by_uuid.get(body.get("uuid", ""))
-            if known is None:
-                known = f"om_sent{len(self.sent)}"
-                self.by_uuid[body.get("uuid", "")] = known
-                self.sent.append({"path": request.path, "args": dict(request.args), **body})
-        return answer(200, 0, "success", data={"message_id": known})
-
-
-def answer(status: int, code: int, msg: str, **extra: Any) -> Response:
-    body = {"code": code, "msg": msg, **extra}
-    return Response(json.dumps(body), status, mimetype="application/json")
 
 
 @pytest.fixture

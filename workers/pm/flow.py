@@ -26,7 +26,7 @@ from relay.commands import Command, Verb, parse_command
 from relay.commands.model import FOLLOW_UPS
 from relay.config.people import SOURCE_PLATFORMS
 from relay.events import Party
-from relay.state.tasks import Ledger, TaskLinks
+from relay.state.tasks import Echoes, Ledger, TaskLinks
 from workers.net.outcomes import Chained
 from workers.pm.options import PmOptions
 from workers.pm.spec import (
@@ -93,6 +93,7 @@ class PmTarget(BaseTarget):
     title_limit: ClassVar[int] = 255  # characters the tool takes in a title
     key_pattern: ClassVar[str] = r"[A-Z][A-Z0-9_]+-\d+|#\d+"  # explicit references
     account_platform: ClassVar[str] = ""  # the people-map field holding accounts here
+    assign_reports_each: ClassVar[bool] = False  # the tool's webhook: one event per assignee
 
     def client(self, context: DeliveryContext) -> PmClient:
         raise NotImplementedError
@@ -142,6 +143,10 @@ class PmTarget(BaseTarget):
                 problems.append(self.refused_note(refused, command))
                 ledger.record(problems=problems)  # a retry that finds the task still says so
                 task = client.create(replace(spec, assignees=()))
+            else:
+                accounts = [a.account for a in spec.assignees if a.account]
+                if accounts and self.assign_reports_each:  # GitHub tells each one apart
+                    self.expect(context, task, "assigned", len(accounts))
         elif done.get("problems") is not None:
             problems = list(done["problems"])
         dropped = task.extra.get("unassigned")  # tools that drop assignees silently (GitLab)
@@ -151,9 +156,10 @@ class PmTarget(BaseTarget):
             if note not in problems:
                 problems.append(note)
         ledger.record(state="created", task=_public(task, spec.title), problems=problems)
-        self.link(context, task, spec.title, created=True)
+        self.link(context, task, spec.title, created=True, language=command.language)
         if problems and not done.get("noted"):
             text = self.problems_text(problems, command)
+            self.expect(context, task, "commented")
             client.comment(task, text, marker_for(context.delivery_id, "problems"))
             ledger.record(noted=True)
         return self.result(context, "created", task, spec.title, command, problems)
@@ -169,24 +175,29 @@ class PmTarget(BaseTarget):
         problems: list[str] = []
         verb = command.verb
         if verb is Verb.DONE:
+            self.expect(context, task, "closed")
             client.close(task)
         elif verb is Verb.REOPEN:
+            self.expect(context, task, "reopened")
             client.reopen(task)
         elif verb is Verb.ASSIGN:
             assignees, unmapped = self.assignees(context, command)
             problems += [self.unmapped_note(name, command) for name in unmapped]
             accounts = [a.account for a in assignees if a.account]
             if accounts:
+                self.expect(context, task, "assigned", len(accounts))
                 try:
                     client.assign(task, accounts)
                 except AssigneeRefused as refused:
                     problems.append(self.refused_note(refused, command))
         note = self.follow_up_text(context, command)
         if note and not done.get("commented"):
+            self.expect(context, task, "commented")
             client.comment(task, note, marker_for(context.delivery_id, "comment"))
             ledger.record(commented=True)
         if problems and not done.get("noted"):
             text = self.problems_text(problems, command)
+            self.expect(context, task, "commented")
             client.comment(task, text, marker_for(context.delivery_id, "problems"))
             ledger.record(noted=True)
         action = ACTIONS.get(verb, "updated") if verb else "updated"
@@ -208,7 +219,9 @@ class PmTarget(BaseTarget):
         event = context.event
         if not event.in_reply_to or context.state is None:
             return None
-        links = TaskLinks(_redis(context), retention=context.retention)
+        links = TaskLinks(
+            _redis(context), retention=context.retention, link_retention=context.link_retention
+        )
         group = event.group.id if event.group else None
         found = links.of_message(event.source, group, event.in_reply_to).get(self.config.id)
         return _task(found)
@@ -255,9 +268,20 @@ class PmTarget(BaseTarget):
             assignees=tuple(assignees),
         )
 
-    def link(self, context: DeliveryContext, task: TaskRef, title: str, *, created: bool) -> None:
+    def link(
+        self,
+        context: DeliveryContext,
+        task: TaskRef,
+        title: str,
+        *,
+        created: bool,
+        language: str | None = None,
+    ) -> None:
         event = context.event
-        TaskLinks(_redis(context), retention=context.retention).link(
+        thread = context.thread
+        TaskLinks(
+            _redis(context), retention=context.retention, link_retention=context.link_retention
+        ).link(
             target_id=self.config.id,
             task=_public(task, title),
             event_id=event.id,
@@ -265,7 +289,26 @@ class PmTarget(BaseTarget):
             group_id=event.group.id if event.group else None,
             message_id=event.message_id,
             created=created,
+            thread={
+                "task_key": task.key,
+                "source_kind": thread.source_kind,
+                "root": thread.root,
+                "reply": thread.reply.model_dump(mode="json") if thread.reply else None,
+                "language": language or "en",
+            },
         )
+
+    def expect(self, context: DeliveryContext, task: TaskRef, action: str, count: int = 1) -> None:
+        """Count a change the relay is about to make, so the tool's report of it is
+        known as an echo (two-way sync) and not posted back into the group. Tools that
+        report one change per assignee count one per account."""
+        updates = self.options.updates
+        if updates is None:
+            return
+        echoes = Echoes(_redis(context), ttl=updates.echo_window)
+        times = count if action == "assigned" and self.assign_reports_each else 1
+        for _ in range(times):
+            echoes.expect(self.config.id, task.key, action)
 
     def result(
         self,

@@ -511,6 +511,7 @@ class GitHubIssuesTarget(PmTarget):
 
     kind: ClassVar[str] = "github_issues"
     Options: ClassVar[type[PmOptions]] = GitHubIssuesOptions
+    assign_reports_each: ClassVar[bool] = True  # an `assigned` webhook per assignee
     # GitHub's secondary limits on content creation: 80 a minute, 500 an hour.
     default_rate_limits: ClassVar[tuple[str, ...]] = ("80/min", "500/h")
     title_limit: ClassVar[int] = TITLE_LIMIT

@@ -19,17 +19,49 @@ from pydantic import BaseModel, ConfigDict
 from relay.config.models import SourceConfig, TargetConfig
 from relay.config.people import Mention, People
 from relay.errors import PermanentDeliveryError
-from relay.events import GroupEvent
+from relay.events import GroupEvent, ReplyHandle
 from relay.templates import TemplateError, render
 from workers.net.outcomes import DeliveryResult
 
-__all__ = ["BaseTarget", "DeliveryContext", "DeliveryResult", "Target", "TargetOptions"]
+__all__ = [
+    "BaseTarget",
+    "DeliveryContext",
+    "DeliveryResult",
+    "Target",
+    "TargetOptions",
+    "Thread",
+]
 
 
 class TargetOptions(BaseModel):
     """Base of every target kind's options: unknown keys are config errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The chat message a reply answers. For a chat event it is the event's own
+    message; for a task update it is the message the task was made from, so a change
+    made in the tool is told where the task was born."""
+
+    source_kind: str | None
+    group: str | None = None
+    message_id: str | None = None
+    root: str | None = None  # the thread's first message, if this one is a reply in it
+    reply: ReplyHandle | None = None
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any]) -> Thread:
+        """A thread stored in a delivery's vars (see ``workers.pm.updates``)."""
+        reply = value.get("reply")
+        return cls(
+            source_kind=value.get("source_kind"),
+            group=value.get("group"),
+            message_id=value.get("message_id"),
+            root=value.get("root"),
+            reply=ReplyHandle.model_validate(reply) if isinstance(reply, dict) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -45,7 +77,8 @@ class DeliveryContext:
     people: People = field(default_factory=lambda: People({}))
     state: redis.Redis | None = None  # shared Redis, for caches such as access tokens
     source: SourceConfig | None = None  # the source's config: fetchers use its tokens
-    retention: float = 7 * 24 * 3600  # how long records (and task links) are kept
+    retention: float = 7 * 24 * 3600  # how long records (and ledgers) are kept
+    link_retention: float = 90 * 24 * 3600  # how long a chat message and its task stay linked
     # set on a chained delivery (a confirmation): what the delivery it follows produced
     # (``task``, ``files``), seen by templates beside ``event``
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -54,6 +87,21 @@ class DeliveryContext:
     def event(self) -> GroupEvent:
         """Parsed on first use: adapters that forward the JSON as it is never pay for it."""
         return GroupEvent.from_json(self.event_json)
+
+    @cached_property
+    def thread(self) -> Thread:
+        """Where a reply goes: the vars' ``thread`` (a task update), else the event."""
+        stored = self.vars.get("thread")
+        if isinstance(stored, Mapping):
+            return Thread.of(stored)
+        event = self.event
+        return Thread(
+            source_kind=self.source_kind,
+            group=event.group.id if event.group else None,
+            message_id=event.message_id,
+            root=event.in_reply_to,
+            reply=event.reply,
+        )
 
     @cached_property
     def mentions(self) -> list[Mention]:

@@ -254,7 +254,7 @@ class DingTalkAppTarget(BaseTarget):
 
     def session_url(self, context: DeliveryContext) -> str:
         """The event's sessionWebhook, if it is still valid and may be posted to."""
-        handle = context.event.reply
+        handle = context.thread.reply
         if handle is None or handle.kind != "dingtalk_session":
             raise PermanentDeliveryError(
                 "mode reply: the event has no DingTalk session webhook "

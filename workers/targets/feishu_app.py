@@ -98,8 +98,9 @@ class FeishuAppTarget(BaseTarget):
         if self.options.mode == "group":
             body["receive_id"] = self.options.chat_id
             return f"{base}?receive_id_type=chat_id", body
-        message_id = context.event.message_id
-        if context.source_kind not in (None, "feishu") or not message_id:
+        thread = context.thread
+        message_id = thread.message_id
+        if thread.source_kind not in (None, "feishu") or not message_id:
             raise PermanentDeliveryError(
                 "mode reply: the event has no Feishu message to answer "
                 "(only events from a feishu source carry one)"

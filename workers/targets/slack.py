@@ -198,9 +198,10 @@ class SlackOptions(TargetOptions):
 def thread_ts(context: DeliveryContext) -> str | None:
     """The ``ts`` of the thread the event belongs to: its root if it is a reply, else
     the message itself (Slack message ids are ``<channel>:<ts>``)."""
-    if context.source_kind not in (None, "slack"):
+    thread = context.thread
+    if thread.source_kind not in (None, "slack"):
         return None
-    message = context.event.in_reply_to or context.event.message_id
+    message = thread.root or thread.message_id
     return (message.rpartition(":")[2] or None) if message else None
 
 

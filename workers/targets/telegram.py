@@ -108,9 +108,10 @@ def mention_tag(mention: Mention, html: bool) -> str:
 def reply_to(context: DeliveryContext) -> int | None:
     """The id of the event's message in its chat (Telegram message ids are
     ``<chat_id>:<message_id>``), if the event came from a Telegram source."""
-    if context.source_kind not in (None, "telegram"):
+    thread = context.thread
+    if thread.source_kind not in (None, "telegram"):
         return None
-    tail = (context.event.message_id or "").rpartition(":")[2]
+    tail = (thread.message_id or "").rpartition(":")[2]
     return int(tail) if tail.isdigit() else None
 
 
