@@ -20,13 +20,22 @@ from pytest_httpserver import HTTPServer
 
 from relay.state import keys
 from tests.conftest import wait_for
-from tests.e2e.test_jira_thread_end_to_end import BOT, VERIFY, delivered, message, post
+from tests.e2e.test_jira_thread_end_to_end import (
+    ADA_OPEN_ID,
+    BOT,
+    VERIFY,
+    delivered,
+    message,
+    post,
+)
 from tests.pm.feishu_fake import APP_ID, APP_SECRET, FakeIm, FeishuAuth
 from tests.pm.jira_fake import ADA, API_TOKEN, BOB, EMAIL, FakeJira
 
 HOOK_SECRET = "jira-webhook-secret-for-the-e2e-test"
 RELAY_ACCOUNT = "557058:relay-bot-account"
-COALESCE = "3s"  # wide enough that five posts in a row land in one window
+COALESCE = "3s"  # wide enough that six posts in a row land in one window
+RESOLUTION_CLEARED = {"field": "resolution", "fieldtype": "jira", "from": "10000",
+                      "fromString": "Done", "to": None, "toString": None}  # fmt: skip
 
 
 def config(jira: FakeJira, feishu_base: str) -> dict[str, Any]:
@@ -44,7 +53,7 @@ def config(jira: FakeJira, feishu_base: str) -> dict[str, Any]:
              "api_base": feishu_base, "mode": "reply", "allow_private": True},
         ],
         "routes": [{"source": "team", "targets": ["jira"]}],
-        "people": {"ada": {"name": "Ada", "feishu": "ou_ada", "jira": ADA}},
+        "people": {"ada": {"name": "Ada", "feishu": ADA_OPEN_ID, "jira": ADA}},
     }  # fmt: skip
 
 
@@ -173,8 +182,9 @@ def test_changes_in_jira_reach_the_thread_once_and_the_relays_own_never_echo(
     assert json.loads(redis_client.hget(keys.event_tasks(echoes[1]), "jira") or b"{}")["key"] == key
 
     # a person reopens it in Jira: the thread hears it once
+    jira.issues[key]["fields"]["status"] = jira.status("To Do")
     reopened = jira_hook(client, jira, key, "jira:issue_updated", user=(BOB, "Bob"),
-                         items=[status_change("Done", "To Do")])  # fmt: skip
+                         items=[status_change("Done", "To Do"), RESOLUTION_CLEARED])  # fmt: skip
     wait_for(lambda: len(im.sent) == 2, timeout=40)
     assert wait_for(lambda: delivered(redis_client, reopened), timeout=20)
     assert texts(im)[1].startswith(f"{key} reopened by Bob")
@@ -188,6 +198,7 @@ def test_changes_in_jira_reach_the_thread_once_and_the_relays_own_never_echo(
     ]  # fmt: skip
     burst.append(jira_hook(client, jira, key, "comment_created", user=(BOB, "Bob"),
                            comment="fixed in #123"))  # fmt: skip
+    jira.issues[key]["fields"]["status"] = jira.status("Done")
     burst.append(jira_hook(client, jira, key, "jira:issue_updated", user=(BOB, "Bob"),
                            items=[status_change("To Do", "Done")]))  # fmt: skip
     wait_for(lambda: len(im.sent) == 3, timeout=40)

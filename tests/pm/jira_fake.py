@@ -254,7 +254,7 @@ class FakeJira:
             "fields": {
                 **fields,
                 "labels": list(fields.get("labels") or []),
-                "status": self._status(status),
+                "status": self.status(status),
                 "created": f"2026-12-06T10:00:{number:02d}.000+0000",
             },
         }
@@ -267,7 +267,7 @@ class FakeJira:
             fields = {"summary": summary, "labels": list(labels), "project": {"key": PROJECT}}
             return self._new_issue(fields)
 
-    def _status(self, name: str) -> dict[str, Any]:
+    def status(self, name: str) -> dict[str, Any]:
         status_id, category, category_name = self.statuses[name]
         return {
             "id": status_id,
@@ -315,7 +315,7 @@ class FakeJira:
     def _transitions(self, issue: dict[str, Any]) -> list[dict[str, Any]]:
         current = issue["fields"]["status"]["name"]
         return [
-            {"id": tid, "name": name, "to": self._status(to), "hasScreen": False}
+            {"id": tid, "name": name, "to": self.status(to), "hasScreen": False}
             for tid, name, to in self.workflow
             if to != current
         ]

@@ -43,7 +43,8 @@ MAX_COMMENTS = 3  # comments told per message; more are counted
 
 DEFAULT_TEMPLATE = """\
 {% set zh = language == "zh" %}\
-{% for u in updates %}{% if not loop.first %}{{ "\n" }}{% endif %}{% set who = u.actor or ("有人" if zh else "someone") %}\
+{% for u in updates %}{% if not loop.first %}{{ "\n" }}{% endif %}\
+{% set who = u.actor or ("有人" if zh else "someone") %}\
 {% if u.action == "closed" %}\
 {{ u.key }} {{ "已由 " ~ who ~ " 关闭" if zh else "closed by " ~ who }}\
 {% elif u.action == "reopened" %}\
@@ -91,7 +92,8 @@ def plan(ctx: WorkerContext, event: GroupEvent, now: float) -> list[tuple[dict[s
         )
         updates = target.options.updates
         echo_window = updates.echo_window if updates else 600.0
-        counted = Echoes(redis, ttl=echo_window).consume(target_id, task_key, action)
+        echoes = Echoes(redis, ttl=echo_window)
+        counted = any(echoes.consume(target_id, task_key, a) for a in _echo_actions(action, change))
         if change.by_relay or counted or action == "created":
             bound.info("task_update.echo", marked=change.by_relay, counted=counted)
             continue
@@ -191,6 +193,22 @@ def summarise(changes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         last = comments[-1]
         told.append({**last, "action": "updated", "fields": [f"{more} more comments"]})
     return told
+
+
+def _echo_actions(action: str, change: TaskChange) -> list[str]:
+    """The relay's own actions this change could be the report of. Some tools tell a
+    status or member change only as an update (Feishu's Task v2 events say *that* the
+    status changed, not to what; DingTalk's to-do events not even that), so such an
+    update may be the relay's close, reopen or assignment."""
+    actions = [action]
+    if action == "updated" and not change.changes:  # the tool does not say what changed
+        return [action, "closed", "reopened", "assigned"]
+    if action == "updated":
+        if "status" in change.changes:
+            actions += ["closed", "reopened"]
+        if {"assignee", "assignees", "members", "collaborators"} & set(change.changes):
+            actions.append("assigned")
+    return actions
 
 
 def _origin(links: TaskLinks, target_id: str, change: TaskChange) -> dict[str, Any] | None:

@@ -12,6 +12,9 @@ DingTalk documents no replay window and not whether a retry is signed afresh, so
 default window, ``tolerance`` (3 days), is DingTalk's retry horizon: a late retry is
 never refused, a push captured days ago is. Resends inside it are dropped by the
 event's ``eventId`` (else by a hash of the decrypted text), remembered a day longer.
+
+To-do (待办) events become ``task.*`` events about the ``taskId`` they name; they say
+only which to-do was created, changed or deleted, not what changed or by whom.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from relay.config.units import Duration
 from relay.errors import BadRequest, Unauthorized
-from relay.events import GroupEvent, Party
+from relay.events import GroupEvent, Party, TaskChange
 from relay.intake.sources.base import (
     BaseSource,
     InboundRequest,
@@ -56,6 +59,7 @@ from relay.intake.sources.msgcrypt import (
     signature,
     signature_matches,
 )
+from relay.intake.sources.task_payloads import by_relay_account, task_event
 
 HANDSHAKES = frozenset({"check_url", "check_create_suite_url", "check_update_suite_url"})
 MEMBER_EVENTS = {
@@ -64,6 +68,11 @@ MEMBER_EVENTS = {
     "chat_quit": "member.left",  # the member who left is the operator
 }
 GROUP_EVENTS = frozenset({"chat_update_title", "chat_update_owner", "chat_disband"})
+TODO_EVENTS = {  # type, status: an update does not say whether the to-do was done
+    "todo_task_create": ("task.created", None),
+    "todo_task_update": ("task.updated", None),
+    "todo_task_delete": ("task.updated", "deleted"),
+}
 _NONCE_CHARS = string.ascii_letters + string.digits
 RETRY_HORIZON = 3 * 86400.0
 """DingTalk redelivers a failed push for up to about 3 days."""
@@ -77,6 +86,11 @@ class DingTalkEventsOptions(SourceOptions):
     owner_key: str = Field(min_length=1, description="App key, corp id or suite key.")
     tolerance: Duration = Field(
         RETRY_HORIZON, gt=0, description="Refuse timestamps further off than this, either way."
+    )
+    relay_accounts: list[str] = Field(
+        default_factory=list,
+        description="unionIds the relay's to-do target acts as: a to-do event whose "
+        "operatorUnionId is one of them is flagged by_relay.",
     )
 
     @field_validator("aes_key")
@@ -176,7 +190,9 @@ class DingTalkEventsSource(BaseSource):
 
     def parse(self, request: InboundRequest) -> Parsed:
         plain, message = self._open(request)
-        return Parsed(chat_event(self.config.id, message), dedupe_key(message, plain))
+        accounts = self.options.relay_accounts
+        event = todo_event(self.config.id, message, accounts) or chat_event(self.config.id, message)
+        return Parsed(event, dedupe_key(message, plain))
 
     def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """The encrypted success map for every event, resends too; our id rides in headers."""
@@ -275,4 +291,35 @@ def chat_event(source_id: str, message: dict[str, Any]) -> GroupEvent:
         mentions=mentions,
         raw=message,
         **({"occurred_at": occurred} if occurred else {}),
+    )
+
+
+def todo_event(
+    source_id: str, message: dict[str, Any], relay_accounts: list[str]
+) -> GroupEvent | None:
+    """A ``task.*`` event for a to-do event naming its ``taskId``, else ``None``.
+
+    ``key`` and ``id`` are the ``taskId``, what the ``dingtalk_todo`` target records.
+    ``UnionIdList`` names everyone on the to-do (creator, executors, participants), not
+    who acted, so it is left in ``raw``; an ``operatorUnionId``, if one is ever sent, is
+    the actor.
+    """
+    mapping = TODO_EVENTS.get(event_type_of(message) or "")
+    task_id = ident(pick(message, "taskId"))
+    if mapping is None or task_id is None:
+        return None
+    kind, status = mapping
+    actor = party(pick(message, "operatorUnionId"))
+    change = TaskChange(
+        tool="dingtalk_todo",
+        key=task_id,
+        id=task_id,
+        status=status,
+        actor=actor,
+        changes=["deleted"] if status == "deleted" else [],
+        by_relay=by_relay_account(actor, relay_accounts),
+    )
+    occurred = from_ms(pick(message, "eventTime"))
+    return task_event(
+        source_id=source_id, type=kind, change=change, occurred_at=occurred, raw=message
     )

@@ -123,6 +123,11 @@ class FeishuOptions(SourceOptions):
         description="Lark: https://open.larksuite.com.",
     )
     allow_private: bool = Field(False, description="Let file fetches reach a private address.")
+    relay_accounts: list[str] = Field(
+        default_factory=list,
+        description="open_ids the relay's Feishu Tasks target acts as: a task event whose "
+        "operator is one of them is flagged by_relay.",
+    )
 
 
 class FeishuSource(BaseSource):
@@ -163,7 +168,10 @@ class FeishuSource(BaseSource):
         dedupe_key = self._event_id(payload)
         app_id = self.options.app_id or app_id_of(payload)
         context = Context(
-            self.config.id, self.options.bot_open_id, app_id if isinstance(app_id, str) else None
+            self.config.id,
+            self.options.bot_open_id,
+            app_id if isinstance(app_id, str) else None,
+            tuple(self.options.relay_accounts),
         )
         event = to_event(context, payload, _without_token(payload))
         try:

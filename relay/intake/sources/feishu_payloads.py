@@ -4,8 +4,10 @@ Field names follow the Lark SDK's models (larksuite/oapi-sdk-python:
 ``lark_oapi/api/im/v1/model/``: ``EventMessage``, ``MentionEvent``, ``EventSender``,
 ``P2ImChatMemberUserAddedV1`` ...) and the open-platform pages "Received message
 content" (``im-v1/message/events/message_content``) and, for v1, "Bot and message
-events" and "Group chat events". Every field is read defensively: a verified payload
-of an unexpected shape maps to fewer fields, never to a crash.
+events" and "Group chat events". Task events follow the SDK's ``lark_oapi/api/task/v1``
+event models and the Task v2 event catalogue; they carry only ids, so a ``task.*`` event
+says which task changed and how, rarely more. Every field is read defensively: a
+verified payload of an unexpected shape maps to fewer fields, never to a crash.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from relay.errors import Unprocessable
-from relay.events import FileRef, GroupEvent, Party
+from relay.events import FileRef, GroupEvent, Party, TaskChange
+from relay.intake.sources.task_payloads import by_relay_account, task_event
 
 MAX_ID = 256
 MAX_NAME = 1024
@@ -41,6 +44,28 @@ V1_MEMBERS = {
     "revoke_add_user_from_chat": "member.left",
 }
 V1_BOT = {"add_bot": "member.joined", "remove_bot": "member.left"}
+TaskMapping = tuple[str, tuple[str, ...], str | None]  # type, fields changed, status
+TASK_UPDATED = {  # task.task.updated_v1 obj_type; v1 collaborators are v2 assignees
+    1: ("task.updated", ("details",), None),
+    2: ("task.assigned", ("assignees",), None),
+    3: ("task.updated", ("followers",), None),
+    4: ("task.updated", ("reminders",), None),
+    5: ("task.closed", ("status",), "done"),
+    6: ("task.reopened", ("status",), "todo"),
+    7: ("task.updated", ("deleted",), "deleted"),
+}
+TASK_COMMENT = {1: "task.commented", 2: "task.commented"}  # created, replied; 3/4 edit, delete
+TASK_TENANT = {"collaborator": "assignees", "follower": "followers"}  # update_tenant_v1
+TASK_COMMITS = {  # task.task.update_user_access_v2 event_types → the field each touched
+    "task_summary_update": "title",
+    "task_desc_update": "description",
+    "task_start_due_update": "due",
+    "task_reminders_update": "reminders",
+    "task_followers_update": "followers",
+    "task_assignees_update": "assignees",
+    "task_completed_update": "status",
+}
+DELETED: TaskMapping = ("task.updated", ("deleted",), "deleted")
 _PLACEHOLDER = re.compile(r"@_user_\d+|@_all")
 _V1_AT = re.compile(r"<at\b([^>]*)>(.*?)</at>", re.DOTALL)
 _V1_OPEN_ID = re.compile(r"""open_id\s*=\s*["']([^"']*)["']""")
@@ -50,11 +75,12 @@ _TAG = re.compile(r"<[^>]*>")
 
 @dataclass(frozen=True)
 class Context:
-    """What the mapping needs besides the payload: who the bot is."""
+    """What the mapping needs besides the payload: who the bot is, and who the relay."""
 
     source_id: str
     bot_open_id: str | None = None
     app_id: str | None = None
+    relay_accounts: tuple[str, ...] = ()
 
     def bot(self) -> Party | None:
         return _party(self.bot_open_id or self.app_id)
@@ -106,6 +132,10 @@ def _user_id(ids: Any) -> str | None:
     """A ``UserId`` object's id: ``open_id`` first, the one bot APIs address users by."""
     ids = _obj(ids)
     return _str(ids.get("open_id")) or _str(ids.get("union_id")) or _str(ids.get("user_id"))
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _time(value: Any, unit: float) -> datetime | None:
@@ -328,10 +358,70 @@ def _v1_fields(ctx: Context, event_type: Any, event: dict[str, Any]) -> dict[str
     return fields
 
 
+def _task_mapping(event_type: Any, event: dict[str, Any]) -> TaskMapping | None:
+    """How a task event maps, by its type and its ``obj_type``/``object_type``/commits."""
+    if event_type == "task.task.updated_v1":
+        return TASK_UPDATED.get(_int(event.get("obj_type")) or 0, ("task.updated", (), None))
+    if event_type == "task.task.comment.updated_v1":
+        kind = TASK_COMMENT.get(_int(event.get("obj_type")) or 0, "task.updated")
+        return kind, ("comment",), None
+    if event_type == "task.task.update_tenant_v1":
+        what, action = event.get("object_type"), event.get("event_type")
+        if what == "task" and action == "create":
+            return "task.created", (), None
+        if what == "task" and action == "delete":
+            return DELETED
+        field = TASK_TENANT.get(what) if isinstance(what, str) else None
+        kind = "task.assigned" if field == "assignees" else "task.updated"
+        return kind, (field,) if field else (), None
+    if event_type == "task.task.update_user_access_v2":
+        commits = [c for c in _list(event.get("event_types")) if isinstance(c, str)]
+        if "task_create" in commits or "task_deleted" in commits:
+            return ("task.created", (), None) if "task_create" in commits else DELETED
+        fields = tuple(dict.fromkeys(TASK_COMMITS[c] for c in commits if c in TASK_COMMITS))
+        return ("task.assigned" if "assignees" in fields else "task.updated"), fields, None
+    return None
+
+
+def _task_event(
+    ctx: Context, header: dict[str, Any], event: dict[str, Any], raw: Any
+) -> GroupEvent | None:
+    """A ``task.*`` event for a Feishu task event that names its task, else ``None``.
+
+    Task v1 events name the task by ``task_id``, which is the Task v2 ``guid`` (the id the
+    relay's ``feishu_task`` target records); v2 names it ``task_guid``. Both are ``key``
+    and ``id``. No comment text, title or link is sent, so those stay unset.
+    """
+    event_type = header.get("event_type")
+    mapping = _task_mapping(event_type, event)
+    if mapping is None:
+        return None
+    v2 = event_type == "task.task.update_user_access_v2"
+    key = _id(event.get("task_guid" if v2 else "task_id"))
+    if key is None:
+        return None
+    kind, changes, status = mapping
+    actor = _party(_user_id(event.get("operator_id")))
+    change = TaskChange(
+        tool="feishu_task",
+        key=key,
+        id=key,
+        status=status,
+        actor=actor,
+        changes=list(changes),
+        by_relay=by_relay_account(actor, ctx.relay_accounts),
+    )
+    when = _time(header.get("create_time"), 1000)
+    return task_event(source_id=ctx.source_id, type=kind, change=change, occurred_at=when, raw=raw)
+
+
 def to_event(ctx: Context, payload: dict[str, Any], raw: Any) -> GroupEvent:
     """Map a verified, decrypted payload; ``raw`` is what the event keeps of it."""
     if is_v2(payload):
         header = _obj(payload.get("header"))
+        task = _task_event(ctx, header, _obj(payload.get("event")), raw)
+        if task is not None:
+            return task
         fields = _v2_fields(ctx, header.get("event_type"), _obj(payload.get("event")))
         fallback_time = _time(header.get("create_time"), 1000)
     else:

@@ -21,9 +21,9 @@ from relay.events import GroupEvent, Party, TaskChange
 from relay.intake.sources.base import SourceOptions
 
 # the marker with the wrappers the relay's PM targets put around it: an HTML comment
-# (GitHub, GitLab, Linear), Jira wiki markup's grey small text, or bare
+# (GitHub, GitLab), inline code (Linear), Jira wiki markup's grey small text, or bare
 _MARKER = re.compile(
-    r"\s*(?:<!--\s*)?(?:\{color:#[0-9a-fA-F]{6}\}~)?group-relay:[0-9a-f]{24}"
+    r"\s*(?:<!--\s*)?(?:\{color:#[0-9a-fA-F]{6}\}~)?`?group-relay:[0-9a-f]{24}`?"
     r"(?:~\{color\})?(?:\s*-->)?\s*"
 )
 
