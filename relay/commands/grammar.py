@@ -77,7 +77,14 @@ _MENTION_OR_SLACK = re.compile(r"<?@")
 _SLACK_MENTION = re.compile(r"<@([A-Za-z0-9]{1,64})(?:\|([^<>|\n]{0,256}))?>")
 _UNKNOWN_NAME = re.compile(r"[\w.\-]{1,128}")
 _GLUED_OPTION = re.compile(r"截止|优先级")
-_REFERENCE = re.compile(r"#(\d{1,12})(?![\w\-])|([A-Za-z][A-Za-z0-9_]{1,63}-\d{1,12})(?![\w\-])")
+# A task's key after a verb: #12, OPS-12, a Feishu task guid, or an opaque id of 16 to
+# 64 letters and digits with at least one digit (a DingTalk to-do's id).
+_REFERENCE = re.compile(
+    r"#(\d{1,12})(?![\w\-])"
+    r"|([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?![\w\-])"
+    r"|([A-Za-z][A-Za-z0-9_]{1,63}-\d{1,12})(?![\w\-])"
+    r"|((?=[A-Za-z_]*\d)[A-Za-z0-9_]{16,64})(?![\w\-])"
+)
 _TELEGRAM_ADDRESS = re.compile(r"@([A-Za-z0-9_]{1,64})")
 
 _WEEKDAYS = {
@@ -579,7 +586,13 @@ def _follow_up(
     pos = _skip_space(normal, pos, also=":,，")
     reference = None
     if found := _REFERENCE.match(normal, pos):
-        reference = f"#{found.group(1)}" if found.group(1) else found.group(2).upper()
+        number, guid, key, opaque = found.groups()
+        if number:
+            reference = f"#{number}"
+        elif key:
+            reference = key.upper()
+        else:
+            reference = guid.lower() if guid else opaque
         pos = _skip_space(normal, found.end(), also=":,，")
     anchored = reply or reference is not None
     rest = text[pos:]

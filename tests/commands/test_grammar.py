@@ -61,6 +61,14 @@ def test_the_chinese_example_parses_exactly() -> None:
         ("关闭 #9", Verb.DONE, "#9", "zh"),
         ("reopen OPS-1", Verb.REOPEN, "OPS-1", "en"),
         ("重新打开 #5", Verb.REOPEN, "#5", "zh"),
+        # a DingTalk to-do's id and a Feishu task's guid, where chats have no replies
+        ("完成 1f3aE9c04b7d2a6e", Verb.DONE, "1f3aE9c04b7d2a6e", "zh"),
+        (
+            "done 0B6E8D2C-1F3A-4C5D-9E7F-2A4B6C8D0E1F",
+            Verb.DONE,
+            "0b6e8d2c-1f3a-4c5d-9e7f-2a4b6c8d0e1f",
+            "en",
+        ),  # fmt: skip
     ],
 )
 def test_follow_ups_take_an_explicit_key_right_after_the_word(
@@ -68,6 +76,11 @@ def test_follow_ups_take_an_explicit_key_right_after_the_word(
 ) -> None:
     command = parse(text)
     assert (command.verb, command.reference, command.language) == (verb, reference, language)
+
+
+@pytest.mark.parametrize("text", ["done everythingfortoday", "done for today", "完成了"])
+def test_a_long_word_without_digits_is_chat_not_a_key(text: str) -> None:
+    assert parse(text).verb is None
 
 
 def test_reopen_in_a_thread_needs_no_key() -> None:

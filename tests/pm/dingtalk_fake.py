@@ -197,8 +197,52 @@ class FakeDingTalkTodo:
                     task[field] = body[field]
         return reply(200, {"result": True})
 
-    # -- what tests read ---------------------------------------------------------------
+    # -- what tests read and do ---------------------------------------------------------
 
     def calls(self, method: str, path_part: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
         """Body and query of each call with ``method`` whose path contains ``path_part``."""
         return [(b, q) for m, p, b, q in self.requests if m == method and path_part in p]
+
+    def set_done(self, task_id: str, done: bool) -> None:
+        """A person ticks (or unticks) the to-do in DingTalk."""
+        with self.lock:
+            self.tasks[task_id]["done"] = done
+
+    def token_valid(self, token: str) -> bool:
+        with self.lock:
+            expiry = self.tokens.get(token)
+        return expiry is not None and expiry >= time.time()
+
+
+class FakeGroupRobot:
+    """The same app's robot posting into groups (``POST /v1.0/robot/groupMessages/send``)
+    with the tokens ``todo`` issues: one internal app holding both permissions. Only
+    the ``groups`` (openConversationIds) the robot was added to are accepted."""
+
+    def __init__(self, server: HTTPServer, todo: FakeDingTalkTodo, groups: set[str]) -> None:
+        self.todo, self.groups = todo, groups
+        self.sent: list[dict[str, Any]] = []  # the bodies, ``msgParam`` decoded
+        self.lock = threading.Lock()
+        server.expect_request("/v1.0/robot/groupMessages/send", method="POST").respond_with_handler(
+            self.send
+        )
+
+    def send(self, request: Request) -> Response:
+        if not self.todo.token_valid(request.headers.get("x-acs-dingtalk-access-token", "")):
+            return refusal(401, "InvalidAuthentication", "不合法的access_token")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or body.get("robotCode") != APP_KEY:
+            return refusal(400, "invalidParameter.robotCode.auth", "robotCode 不匹配")
+        if body.get("openConversationId") not in self.groups:
+            return refusal(400, "invalid.openConversationId", "无效的openConversationId")
+        try:
+            param = json.loads(body.get("msgParam") or "")
+        except ValueError:
+            return refusal(400, "invalidParameter.msgParam.invalid", "msgParam")
+        fields = {"sampleText": {"content"}, "sampleMarkdown": {"title", "text"}}
+        if not isinstance(param, dict) or set(param) != fields.get(str(body.get("msgKey")), set()):
+            return refusal(400, "invalidParameter.msgKey.invalid", "msgKey")
+        with self.lock:
+            self.sent.append({**body, "msgParam": param})
+            count = len(self.sent)
+        return reply(200, {"processQueryKey": f"pqk{count}"})

@@ -292,6 +292,13 @@ class FakeFeishuTasks:
         """The query parameters of every API call, in order."""
         return [q for _, _, _, q in self.requests]
 
+    def set_completed(self, guid: str, completed: bool) -> None:
+        """A person completes (or un-completes) the task in Feishu."""
+        with self.lock:
+            task = self.tasks[guid]
+            task["completed_at"] = str(int(time.time() * 1000)) if completed else "0"
+            task["status"] = "done" if completed else "todo"
+
 
 class FakeIm:
     """``POST /im/v1/messages`` and ``…/{id}/reply``; a uuid seen before sends nothing."""

@@ -101,6 +101,8 @@ class PmTarget(BaseTarget):
     # -- the algorithm -----------------------------------------------------------------
 
     def deliver(self, context: DeliveryContext) -> DeliveryResult:
+        if context.event.type.startswith("task."):  # a tool's report, never a command
+            return DeliveryResult(excerpt="a task event, not a chat message: nothing to do")
         command = self.command(context)
         if command.verb in FOLLOW_UPS and self.options.follow_ups:
             return self.follow_up(context, command)

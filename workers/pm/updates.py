@@ -53,13 +53,14 @@ DEFAULT_TEMPLATE = """\
 {% set to = u.assignees | join(", ") or ("无人" if zh else "nobody") %}\
 {{ u.key }} {{ "已由 " ~ who ~ " 指派给 " ~ to if zh else "assigned to " ~ to ~ " by " ~ who }}\
 {% elif u.action == "commented" %}\
-{{ who }} {{ "评论了 " ~ u.key ~ "：" if zh else "commented on " ~ u.key ~ ": " }}{{ u.comment }}\
+{{ who }} {{ "评论了 " ~ u.key if zh else "commented on " ~ u.key }}\
+{% if u.comment %}{{ "：" if zh else ": " }}{{ u.comment }}{% endif %}\
 {% else %}\
 {{ u.key }} {{ "已由 " ~ who ~ " 更新" if zh else "updated by " ~ who }}\
 {% if u.fields %} ({{ u.fields | join(", ") }}){% endif %}\
 {% endif %}\
 {% if u.status and u.action in ("closed", "reopened", "updated") %} [{{ u.status }}]{% endif %}\
-{% endfor %}{% if task.url %}{{ "\n" ~ task.url }}{% endif %}"""
+{% endfor %}{% if task.url %}{{ "\n" }}{{ task.url }}{% endif %}"""
 
 
 def plan(ctx: WorkerContext, event: GroupEvent, now: float) -> list[tuple[dict[str, str], str]]:
@@ -198,11 +199,12 @@ def summarise(changes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _echo_actions(action: str, change: TaskChange) -> list[str]:
     """The relay's own actions this change could be the report of. Some tools tell a
     status or member change only as an update (Feishu's Task v2 events say *that* the
-    status changed, not to what; DingTalk's to-do events not even that), so such an
-    update may be the relay's close, reopen or assignment."""
+    status changed, not to what; DingTalk's to-do events not even that, and a comment
+    there is a change of the description), so such an update may be any of the
+    relay's own changes."""
     actions = [action]
     if action == "updated" and not change.changes:  # the tool does not say what changed
-        return [action, "closed", "reopened", "assigned"]
+        return [action, "closed", "reopened", "assigned", "commented"]
     if action == "updated":
         if "status" in change.changes:
             actions += ["closed", "reopened"]
