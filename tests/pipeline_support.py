@@ -53,3 +53,11 @@ def delivery_of(redis_client: redis.Redis, event_id: str) -> str:
 def status_of(redis_client: redis.Redis, delivery_id: str) -> str | None:
     value = redis_client.hget(keys.delivery(delivery_id), "status")
     return value.decode() if value else None
+
+
+def all_delivered(redis_client: redis.Redis, event_id: str) -> bool:
+    """True once the event has deliveries and every one of them is delivered."""
+    ids = redis_client.smembers(keys.event_deliveries(event_id))
+    return bool(ids) and all(
+        redis_client.hget(keys.delivery(i.decode()), "status") == b"delivered" for i in ids
+    )

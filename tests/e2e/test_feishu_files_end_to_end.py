@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from relay.intake.sources.feishu import FeishuOptions, sample_payload
 from relay.state import keys
 from tests.conftest import wait_for
-from tests.e2e.test_storage_end_to_end import Chat
+from tests.e2e.chats import Chat
 from tests.fetch.fakes import FakeFeishu
 from tests.storage.s3_server import ACCESS_KEY, SECRET_KEY, MotoServer, moto_server
 from tests.storage.webdav_server import PASSWORD, USER, webdav_server

@@ -3,11 +3,6 @@ step is confirmed in the thread through a Slack target (``in_thread``)."""
 
 from __future__ import annotations
 
-import copy
-import json
-import threading
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,50 +10,15 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
-from relay.intake.sources.slack import SAMPLE_EVENT
 from relay.state import keys
 from tests.conftest import wait_for
+from tests.e2e.chats import SIGNING, SlackApi
+from tests.e2e.chats import SLACK_BOB as BOB
+from tests.e2e.chats import SLACK_BOT as BOT
+from tests.e2e.chats import slack_message as message
+from tests.e2e.chats import slack_post as post
 from tests.pm.github_fake import REPO, TOKEN, FakeGitHub
-
-SIGNING = "8f742231b10e8888abcd99yyyzzz85a5"
-BOT, ADA, BOB = "U0RELAYBOT", "U0ADA0042", "U0BOB0007"
-
-
-class SlackApi:
-    """``chat.postMessage``: what the bot posted, with its thread."""
-
-    def __init__(self, server: HTTPServer) -> None:
-        self.posted: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.base = server.url_for("/api")
-        server.expect_request("/api/chat.postMessage").respond_with_handler(self.post)
-
-    def post(self, request: Request) -> Response:
-        with self.lock:
-            self.posted.append(json.loads(request.get_data()))
-        body = {"ok": True, "channel": "C0OPSROOM", "ts": f"{time.time():.6f}"}
-        return Response(json.dumps(body), mimetype="application/json")
-
-
-def message(text: str, *, thread_ts: str | None = None) -> tuple[dict[str, Any], str]:
-    body = copy.deepcopy(SAMPLE_EVENT)
-    ts = f"{time.time():.6f}"
-    body["event"].update(text=text, ts=ts, event_ts=ts, user=ADA)
-    if thread_ts:
-        body["event"]["thread_ts"] = thread_ts
-    body.update(event_id=f"Ev{uuid.uuid4().hex[:10].upper()}", event_time=int(time.time()))
-    return body, ts
-
-
-def post(client: FlaskClient, body: dict[str, Any]) -> str:
-    sample = (
-        client.application.extensions["relay"].sources["slack"].sample(json.dumps(body).encode())
-    )
-    response = client.post("/hooks/slack", data=sample.body, headers=sample.headers)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return str(response.get_json()["event_id"])
 
 
 def delivered(redis_client: redis.Redis, event_id: str, count: int) -> bool:

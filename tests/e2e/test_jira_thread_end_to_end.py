@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,38 +16,14 @@ import redis
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
-from relay.intake.sources.feishu import FeishuOptions, sample_payload
 from relay.state import keys
 from tests.conftest import wait_for
+from tests.e2e.chats import ADA_OPEN_ID, VERIFY
+from tests.e2e.chats import FEISHU_BOT as BOT
+from tests.e2e.chats import feishu_message as message
+from tests.e2e.chats import feishu_post as post
+from tests.pipeline_support import all_delivered as delivered
 from tests.pm.jira_fake import ADA, API_TOKEN, EMAIL, FakeJira
-
-BOT = "ou_bot0000000000000000000000000000"
-ADA_OPEN_ID = "ou_7d8a6e6df7621556ce0d21922b676706"
-VERIFY = "feishu-verification-token-for-e2e"
-
-
-def message(text: str, *, root: str = "") -> dict[str, Any]:
-    """A group text message as Feishu sends it; ``@_user_1`` is the bot, ``@_user_2`` Ada."""
-    options = FeishuOptions(verification_token=VERIFY, bot_open_id=BOT)
-    body = sample_payload(options)
-    msg = body["event"]["message"]
-    msg["content"] = json.dumps({"text": text})
-    msg["root_id"] = msg["parent_id"] = root
-    mention = dict(msg["mentions"][0])
-    msg["mentions"] = [
-        {**mention, "key": "@_user_1", "name": "relay", "id": {"open_id": BOT}},
-        {**mention, "key": "@_user_2", "name": "Ada", "id": {"open_id": ADA_OPEN_ID}},
-    ]
-    body["header"]["event_id"] = uuid.uuid4().hex
-    return body
-
-
-def post(client: FlaskClient, body: dict[str, Any]) -> str:
-    source = client.application.extensions["relay"].sources["team"]
-    sample = source.sample(json.dumps(body).encode())
-    response = client.post("/hooks/team", data=sample.body, headers=sample.headers)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return str(response.get_json()["event_id"])
 
 
 def config(jira: FakeJira) -> dict[str, Any]:
@@ -61,13 +36,6 @@ def config(jira: FakeJira) -> dict[str, Any]:
         "routes": [{"source": "team", "targets": ["jira"]}],
         "people": {"ada": {"name": "Ada", "feishu": ADA_OPEN_ID, "jira": ADA}},
     }  # fmt: skip
-
-
-def delivered(redis_client: redis.Redis, event_id: str) -> bool:
-    ids = redis_client.smembers(keys.event_deliveries(event_id))
-    return bool(ids) and all(
-        redis_client.hget(keys.delivery(i.decode()), "status") == b"delivered" for i in ids
-    )
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from werkzeug import Request, Response
 
 from relay.state import keys
 from tests.conftest import TEST_SECRET, wait_for
+from tests.e2e.chats import Chat
 from tests.pipeline_support import signed_post
 from tests.storage.s3_server import ACCESS_KEY, SECRET_KEY, MotoServer, moto_server
 
@@ -31,21 +32,6 @@ PDF = b"%PDF-1.7\n" + os.urandom(3 * 1024 * 1024 + 17)
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     with moto_server(tmp_path_factory.mktemp("moto")) as server:
         yield server
-
-
-class Chat:
-    """The group's bot webhook (a Feishu custom bot): what was posted back."""
-
-    def __init__(self, server: HTTPServer) -> None:
-        self.posted: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.url = server.url_for("/open-apis/bot/v2/hook/team")
-        server.expect_request("/open-apis/bot/v2/hook/team").respond_with_handler(self.handle)
-
-    def handle(self, request: Request) -> Response:
-        with self.lock:
-            self.posted.append(json.loads(request.get_data()))
-        return Response(json.dumps({"code": 0, "msg": "success"}), mimetype="application/json")
 
 
 def test_a_shared_file_is_stored_once_in_s3_and_a_folder_and_the_group_gets_links(

@@ -20,14 +20,11 @@ from pytest_httpserver import HTTPServer
 
 from relay.state import keys
 from tests.conftest import wait_for
-from tests.e2e.test_jira_thread_end_to_end import (
-    ADA_OPEN_ID,
-    BOT,
-    VERIFY,
-    delivered,
-    message,
-    post,
-)
+from tests.e2e.chats import ADA_OPEN_ID, VERIFY
+from tests.e2e.chats import FEISHU_BOT as BOT
+from tests.e2e.chats import feishu_message as message
+from tests.e2e.chats import feishu_post as post
+from tests.pipeline_support import all_delivered as delivered
 from tests.pm.feishu_fake import APP_ID, APP_SECRET, FakeIm, FeishuAuth
 from tests.pm.jira_fake import ADA, API_TOKEN, BOB, EMAIL, FakeJira
 

@@ -27,15 +27,19 @@ from pytest_httpserver import HTTPServer
 from relay.intake.sources.telegram import sample_update
 from relay.state import keys
 from tests.conftest import wait_for
-from tests.e2e.test_github_slack_end_to_end import BOB as BOB_SLACK
-from tests.e2e.test_github_slack_end_to_end import BOT as SLACK_BOT
-from tests.e2e.test_github_slack_end_to_end import SIGNING, SlackApi
-from tests.e2e.test_github_slack_end_to_end import message as slack_message
-from tests.e2e.test_github_slack_end_to_end import post as slack_post
-from tests.e2e.test_jira_thread_end_to_end import ADA_OPEN_ID, VERIFY
-from tests.e2e.test_jira_thread_end_to_end import BOT as FEISHU_BOT
-from tests.e2e.test_jira_thread_end_to_end import message as feishu_message
-from tests.e2e.test_jira_thread_end_to_end import post as feishu_post
+from tests.e2e.chats import (
+    ADA_OPEN_ID,
+    FEISHU_BOT,
+    SIGNING,
+    SLACK_BOT,
+    VERIFY,
+    SlackApi,
+    feishu_message,
+    feishu_post,
+    slack_message,
+    slack_post,
+)
+from tests.e2e.chats import SLACK_BOB as BOB_SLACK
 from tests.pm.feishu_fake import APP_ID, APP_SECRET, FakeIm, FeishuAuth
 from tests.pm.github_fake import REPO, TOKEN, FakeGitHub
 from tests.pm.gitlab_fake import PROJECT_ID, PROJECT_PATH, FakeGitLab
