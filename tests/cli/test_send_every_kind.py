@@ -20,6 +20,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from relay.cli import main
 from relay.config.kinds import source_kinds
+from relay.events import TASK_EVENT_TYPES
 from relay.state import keys
 from tests.conftest import TEST_SECRET
 
@@ -46,6 +47,10 @@ SOURCES: list[dict[str, Any]] = [
     },
     {"id": "sl", "kind": "slack", "signing_secret": "8f742231b10e8888abcd99yyyzzz85a5"},
     {"id": "tg", "kind": "telegram", "secret_token": "tg-secret_1", "bot_username": "relay_bot"},
+    {"id": "jira", "kind": "jira", "secrets": ["jira-secret"]},
+    {"id": "ghi", "kind": "github", "secrets": ["gh-issues-secret"]},
+    {"id": "gl", "kind": "gitlab", "secrets": ["gl-secret"]},
+    {"id": "lin", "kind": "linear", "secrets": ["lin-secret"]},
 ]
 
 
@@ -80,5 +85,5 @@ def test_send_is_accepted_and_queued(
     assert data is not None
     event = json.loads(data)
     assert event["source"] == source_id
-    assert event["type"] in ("message.created", "member.joined", "custom")
+    assert event["type"] in ("message.created", "member.joined", "custom", *TASK_EVENT_TYPES)
     assert redis_client.llen(keys.FANOUT_QUEUE) == 1

@@ -20,7 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import ValidationError
 
 from relay.errors import BadRequest, Unauthorized, Unprocessable, UnsupportedMediaType
 from relay.events import GroupEvent, Party, TaskChange
@@ -56,14 +56,6 @@ _TOUCHED = {
 
 class GitHubOptions(TaskSourceOptions):
     """Options of the ``github`` source."""
-
-    @field_validator("secrets")
-    @classmethod
-    def _no_empty_secret(cls, value: list[str]) -> list[str]:
-        for i, secret in enumerate(value):
-            if not secret:
-                raise ValueError(f"secrets[{i}] is empty (is its environment variable set?)")
-        return value
 
 
 class GitHubSource(BaseSource):

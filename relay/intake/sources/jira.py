@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from relay.config.paths import path_of
 from relay.errors import BadRequest, Unauthorized, Unprocessable
@@ -51,21 +51,6 @@ MAX_ID = 256
 
 class JiraOptions(TaskSourceOptions):
     """Options of the ``jira`` source: the webhook's secrets and the relay's accounts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-    secrets: list[str] = Field(
-        min_length=1, repr=False, description="The webhook's secrets; several while rotating."
-    )
-
-    @field_validator("secrets")
-    @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        """An empty secret would make anyone's HMAC with an empty key valid."""
-        for i, secret in enumerate(value):
-            if not secret:
-                raise ValueError(f"secrets[{i}] is empty (is its environment variable set?)")
-        return value
 
 
 class JiraSource(BaseSource):

@@ -24,7 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from relay.config.paths import path_of
 from relay.config.units import Duration
@@ -61,20 +61,9 @@ _CODE_MARKER = re.compile(r"`(group-relay:[0-9a-f]{24})`")
 class LinearOptions(TaskSourceOptions):
     """Options of the ``linear`` source."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
     tolerance: Duration = Field(
         60, gt=0, description="How far webhookTimestamp may be from the relay's clock."
     )
-
-    @field_validator("secrets")
-    @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        """An empty secret is an unset variable, and a key anyone could sign with."""
-        for i, secret in enumerate(value):
-            if not secret:
-                raise ValueError(f"secrets[{i}] is empty (is its environment variable set?)")
-        return value
 
 
 class LinearSource(BaseSource):

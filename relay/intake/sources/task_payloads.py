@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
 from relay.events import GroupEvent, Party, TaskChange
 from relay.intake.sources.base import SourceOptions
@@ -31,14 +31,29 @@ _MARKER = re.compile(
 class TaskSourceOptions(SourceOptions):
     """Options every project-management source takes."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     secrets: list[str] = Field(
-        min_length=1, description="The webhook's signing secrets; several while rotating."
+        min_length=1,
+        repr=False,
+        description="The webhook's signing secrets; several while rotating.",
     )
     relay_accounts: list[str] = Field(
         default_factory=list,
         description="The ids, logins or emails of the account the relay's targets act as "
         "on this tool: its changes are echoes and are never posted back into a group.",
     )
+
+    @field_validator("secrets")
+    @classmethod
+    def _usable(cls, value: list[str]) -> list[str]:
+        """An empty secret is an unset variable, and a key anyone could sign with."""
+        for i, secret in enumerate(value):
+            if not secret:
+                raise ValueError(f"secrets[{i}] is empty (is its environment variable set?)")
+            if "\r" in secret or "\n" in secret:
+                raise ValueError(f"secrets[{i}] has a line break, which a header cannot carry")
+        return value
 
 
 def strip_marker(text: str | None) -> tuple[str | None, bool]:
