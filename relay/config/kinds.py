@@ -9,10 +9,11 @@ package of your own can add either kind.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 SOURCE_ENTRY_POINTS = "group_relay.sources"
 TARGET_ENTRY_POINTS = "group_relay.targets"
+BUILTIN_DISTRIBUTION = "group-relay"  # the relay's own kinds come from its own package
 
 # The built-in target kinds' platform limits, for processes that do not load target code
 # (the web process shows them); each adapter declares its own ``default_rate_limits``
@@ -83,6 +85,51 @@ def source_option_models() -> dict[str, type[BaseModel]]:
 def target_kinds() -> dict[str, type[Any]]:
     """Target adapter classes by kind, loaded from entry points on first use."""
     return _load(TARGET_ENTRY_POINTS, "target")
+
+
+class InstalledKind(NamedTuple):
+    """One kind's entry point and the installed package (distribution) declaring it."""
+
+    kind: str
+    group: Literal["source", "target"]
+    distribution: str | None  # None only for an entry point without package metadata
+    version: str | None
+    value: str  # module:attribute, what loading the kind imports
+
+    @property
+    def builtin(self) -> bool:
+        return _normalized(self.distribution or "") == BUILTIN_DISTRIBUTION
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as package indexes compare them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_GROUPS: tuple[tuple[str, Literal["source", "target"]], ...] = (
+    (SOURCE_ENTRY_POINTS, "source"),
+    (TARGET_ENTRY_POINTS, "target"),
+)
+
+
+def installed_kinds() -> list[InstalledKind]:
+    """Every source and target entry point with its package and version, read from the
+    metadata alone, so a plugin that fails to import is listed all the same. A kind
+    declared by two packages appears twice: only one of them can be loaded."""
+    found = []
+    for group, role in _GROUPS:
+        for ep in entry_points(group=group):
+            dist = ep.dist
+            found.append(
+                InstalledKind(
+                    kind=ep.name,
+                    group=role,
+                    distribution=dist.name if dist is not None else None,
+                    version=dist.version if dist is not None else None,
+                    value=ep.value,
+                )
+            )
+    return sorted(found, key=lambda k: (k.group, k.kind, k.distribution or ""))
 
 
 def build_targets(config: RelayConfig) -> dict[str, Any]:
