@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.errors import BadRequest, ConfigError, Unauthorized
-from relay.intake.sources import gitlab
+from relay.intake.sources import gitlab_payloads
 from relay.intake.sources.gitlab import GitLabSource
 from relay.state import keys
 from tests.intake.conftest import FUZZ_MAX_BODY
@@ -409,7 +409,7 @@ def test_key_and_assignees_match_what_the_gitlab_issues_target_records() -> None
         base_url="https://gitlab.com", token="t", project="acme/ops", timeout=1, allow_private=False
     )
     ref = client.ref({"iid": 23, "web_url": "http://example.com/diaspora/issues/23"})
-    task = gitlab.event_from_hook("gl", ISSUE_HOOK, []).task
+    task = gitlab_payloads.event_from_hook("gl", ISSUE_HOOK, []).task
     assert task is not None
     assert (task.key, task.id, task.url) == (ref.key, ref.id, ref.url)
     assert user_ids([p.id for p in task.assignees]) == ([51], [])
