@@ -12,7 +12,12 @@ worker pool settings) are driven the same way:
    accepted; then the worker(s) start against a sink that answers after 100 ms, and
    deliveries/s is measured from the first to the last arrival.
 
+A third stack, ``sealed``, is the relay with ``RELAY_ENCRYPTION_KEYS`` set (events,
+attempts and dead letters sealed at rest), run through the same phases: the cost of
+sealing, against the relay without it.
+
     python bench/e2e.py                                  # defaults: 50,100,200 ev/s × 20 s
+    python bench/e2e.py --stacks relay,sealed --rates 50,100 --backlog 3000
     python bench/e2e.py --rates 200 --duration 10 --backlog-workers 2x100,1x200
 """
 
@@ -62,15 +67,16 @@ from bench.common import (
 )
 from bench.common import send_paced as send_exchanges
 from bench.sink import SinkClient
+from relay.state.sealing import new_key
 
 TARGETS = ("t1", "t2", "t3")
 PACED = Table(
-    "stack:5, ev/s:>5g, sent:>6, err:>4, deliv/s:>8.1f, e2e p50:>8.1f, e2e p99:>8.1f, "
+    "stack:6, ev/s:>5g, sent:>6, err:>4, deliv/s:>8.1f, e2e p50:>8.1f, e2e p99:>8.1f, "
     "e2e max:>8.1f, POST p99:>8.1f, missing:>7, dup:>4, web ms/ev:>9.2f, wrk ms/dlv:>10.2f, "
     "redis ms/dlv:>12.3f, other CPU:>9.2f"
 )
 BACKLOG = Table(
-    "stack:5, workers:>8, sink ms:>7g, deliveries:>10, missing:>7, dup:>4, span s:>7.1f, "
+    "stack:6, workers:>8, sink ms:>7g, deliveries:>10, missing:>7, dup:>4, span s:>7.1f, "
     "deliv/s:>8.0f, steady/s:>8.0f, wrk ms/dlv:>10.2f, other CPU:>9.2f"
 )
 
@@ -112,7 +118,8 @@ def send_paced(port: int, count: int, rate: float, max_connections: int = 64) ->
 
 @dataclass
 class Stack:
-    """One pipeline (relay or bare): web, worker(s) and, for the relay, the scheduler."""
+    """One pipeline (relay, sealed or bare): web, worker(s) and, for the relay, the
+    scheduler."""
 
     name: str
     procs: Procs
@@ -121,11 +128,15 @@ class Stack:
     args: argparse.Namespace
     workers: list[str] = field(default_factory=list)
 
+    @property
+    def relay(self) -> bool:
+        return self.name != "bare"
+
     def start_web(self) -> str:
-        app = "relay.wsgi:app" if self.name == "relay" else "bench.baseline_app:app"
+        app = "relay.wsgi:app" if self.relay else "bench.baseline_app:app"
         command, desc = gunicorn_command(app, self.web_port)
         self.procs.start(f"{self.name}-web", command, self.env)
-        if self.name == "relay":
+        if self.relay:
             self.procs.start(
                 f"{self.name}-scheduler", [PY, "-m", "relay.cli", "scheduler"], self.env
             )
@@ -133,7 +144,7 @@ class Stack:
         return desc
 
     def start_workers(self, processes: int, concurrency: int) -> None:
-        app = "workers.celery_app" if self.name == "relay" else "bench.baseline_app:celery_app"
+        app = "workers.celery_app" if self.relay else "bench.baseline_app:celery_app"
         for i in range(processes):
             name = f"{self.name}-worker{i}"
             command = [
@@ -391,6 +402,7 @@ def run_stack(
         BENCH_MODE="celery",
         BENCH_TARGET_URLS=",".join(urls),
         RELAY_LOG_LEVEL=args.relay_loglevel,
+        RELAY_ENCRYPTION_KEYS=new_key() if name == "sealed" else "",  # "": whatever the env
     )
     stack = Stack(name, procs, env, port, args)
     paced: list[PacedResult] = []
@@ -456,6 +468,16 @@ def print_tables(
                 f"relay/bare = {cpu:.2f}; p99 relay {rr.e2e_p99_ms:.1f} ms vs bare "
                 f"{br.e2e_p99_ms:.1f} ms"
             )
+    if "relay" in results and "sealed" in results:
+        for rr, sr in zip(results["relay"][0], results["sealed"][0], strict=False):
+            print(
+                f"rate {rr.rate:g}: sealed/relay deliveries/s = "
+                f"{sr.deliveries_per_s / rr.deliveries_per_s:.2f}; CPU per event web "
+                f"{sr.web_cpu_ms_per_event:.2f} vs {rr.web_cpu_ms_per_event:.2f} ms, per "
+                f"delivery worker {sr.worker_cpu_ms_per_delivery:.2f} vs "
+                f"{rr.worker_cpu_ms_per_delivery:.2f} ms; p99 sealed {sr.e2e_p99_ms:.1f} ms "
+                f"vs {rr.e2e_p99_ms:.1f} ms"
+            )
     print(f"\n{BACKLOG.header()}")
     for _, backlog in results.values():
         for b in backlog:
@@ -469,6 +491,13 @@ def print_tables(
             print(
                 f"backlog {rb.processes}x{rb.concurrency}: relay/bare = "
                 f"{rb.deliveries_per_s / bb.deliveries_per_s:.2f}"
+            )
+    if "relay" in results and "sealed" in results:
+        for rb, sb in zip(results["relay"][1], results["sealed"][1], strict=False):
+            print(
+                f"backlog {rb.processes}x{rb.concurrency}: sealed/relay = "
+                f"{sb.deliveries_per_s / rb.deliveries_per_s:.2f}; worker CPU per delivery "
+                f"{sb.worker_cpu_ms_per_delivery:.2f} vs {rb.worker_cpu_ms_per_delivery:.2f} ms"
             )
 
 
@@ -508,7 +537,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1500.0,
         help="events/s offered while building the backlog",
     )
-    parser.add_argument("--stacks", default="relay,bare", help="which pipelines, in order")
+    parser.add_argument(
+        "--stacks",
+        default="relay,sealed,bare",
+        help="which pipelines, in order (sealed: the relay with RELAY_ENCRYPTION_KEYS)",
+    )
     parser.add_argument(
         "--max-connections", type=int, default=64, help="sender's keep-alive connections at most"
     )

@@ -3,8 +3,10 @@
 Both apps run under the same gunicorn config on one private Redis (AOF everysec); wrk
 (one load generator, same connections) cycles through pre-signed Standard Webhooks
 requests with unique ``webhook-id``s and fresh timestamps. Each round warms up, then
-measures each app; the order alternates between rounds and Redis is flushed before
-every phase. Any non-2xx answer is counted as an error.
+measures each app; the order rotates between rounds and Redis is flushed before
+every phase. Any non-2xx answer is counted as an error. A third app, ``sealed``, is the
+receiver with ``RELAY_ENCRYPTION_KEYS`` set: what sealing events at rest costs intake
+(``--no-sealed`` leaves it out).
 
     python bench/ingest.py                     # 2 rounds, 5 s warm-up, 15 s each
     python bench/ingest.py --duration 30 --connections 64 --profile /tmp/prof
@@ -50,6 +52,7 @@ from bench.common import (
     wait_port,
     write_config,
 )
+from relay.state.sealing import new_key
 
 LUA = ROOT / "bench" / "wrk_cycle.lua"
 PHASES = Table(
@@ -214,7 +217,7 @@ def report(
         f"{args.duration:g}s measured per phase, {args.rounds} round(s), alternating order"
     )
     print(PHASES.header())
-    for name in ("relay", "bare"):
+    for name in targets:
         for p in targets[name].phases:
             r = p.result
             n = max(1, r["requests"])
@@ -237,11 +240,27 @@ def report(
         f"req/s, ratio relay/bare = {ratio:.2f} (target >= 0.8); errors (non-2xx, socket) "
         f"= {errors}"
     )
+    sealed = [p.rate for p in targets["sealed"].phases] if "sealed" in targets else []
+    sealed_ratio = (sum(sealed) / len(sealed)) / (sum(relay) / len(relay)) if sealed else None
+    if sealed_ratio is not None:
+        cpu = {
+            name: sum(p.server_cpu for p in targets[name].phases)
+            * 1000
+            / max(1, sum(p.result["requests"] for p in targets[name].phases))
+            for name in ("relay", "sealed")
+        }
+        print(
+            f"mean sealed {sum(sealed) / len(sealed):.0f} req/s, ratio sealed/relay = "
+            f"{sealed_ratio:.2f}; server CPU per request sealed {cpu['sealed']:.3f} ms vs "
+            f"relay {cpu['relay']:.3f} ms"
+        )
     summary = {
         "gunicorn": config_desc,
         "relay_rps": relay,
         "bare_rps": bare,
         "ratio": ratio,
+        "sealed_rps": sealed,
+        "sealed_ratio": sealed_ratio,
         "errors": errors,
         "phases": [
             {
@@ -295,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-format", default="speedscope", choices=["speedscope", "flamegraph", "raw"]
     )
+    parser.add_argument(
+        "--no-sealed",
+        dest="sealed",
+        action="store_false",
+        help="leave out the receiver with RELAY_ENCRYPTION_KEYS set",
+    )
     add_output_args(parser, json_file=False)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -310,13 +335,17 @@ def main(argv: list[str] | None = None) -> int:
                 {"id": "out", "kind": "file", "path": str(tmp / "out")},
             ],
         )
-        targets = {"relay": Target("relay", new_port()), "bare": Target("bare", new_port())}
+        names = ["relay", "sealed", "bare"] if args.sealed else ["relay", "bare"]
+        targets = {name: Target(name, new_port()) for name in names}
         config_desc = ""
         effective = ""
         for t in targets.values():
-            app = "relay.wsgi:app" if t.name == "relay" else "bench.baseline_app:app"
+            app = "bench.baseline_app:app" if t.name == "bare" else "relay.wsgi:app"
             command, config_desc = gunicorn_command(app, t.port, args.web_threads, args.web_workers)
-            env = base_env(server.url, config, t.port, BENCH_MODE="lpush")
+            keys = new_key() if t.name == "sealed" else ""  # "": not sealed, whatever the env
+            env = base_env(
+                server.url, config, t.port, BENCH_MODE="lpush", RELAY_ENCRYPTION_KEYS=keys
+            )
             effective = effective or gunicorn_effective(env)
             procs.start(t.name, command, env)
             t.pgid = procs.pid(t.name)
@@ -327,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"{t.name} answered {status} to a signed request")
         print(f"gunicorn: {config_desc} {effective}")
         for rnd in range(args.rounds):
-            order = ["relay", "bare"] if rnd % 2 == 0 else ["bare", "relay"]
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
             for name in order:
                 p = measure(targets[name], rnd, tmp, client, run.redis_pid, args, procs)
                 print(

@@ -22,6 +22,7 @@ from relay.settings import Settings
 from relay.state.connection import caller_client
 from relay.state.deliveries import Store
 from relay.state.outbox import Outbox
+from relay.state.sealing import Sealer
 
 
 @dataclass
@@ -37,7 +38,9 @@ class WebContext:
         self.outbox = Outbox(
             self.redis, lease=self.settings.visibility_timeout, retention=self.settings.retention
         )
-        self.store = Store(self.redis, retention=self.settings.retention)
+        self.store = Store(
+            self.redis, retention=self.settings.retention, sealer=Sealer.of(self.settings)
+        )
         self.intake = Intake(self.settings, self.config, self.redis, self.outbox)
 
     @property

@@ -32,6 +32,26 @@ class Settings(BaseSettings):
             "call before answering 503; also the socket timeout of background loops."
         ),
     )
+    redis_sentinel_password: str | None = Field(
+        None,
+        repr=False,
+        description="Password of the Sentinels named by a redis+sentinel:// RELAY_REDIS_URL, "
+        "if they require one (the URL's own password is the data servers').",
+    )
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Replicas that must confirm an accepted event (and an operator's replay or "
+            "pause) before the relay answers 2xx; fewer within RELAY_REDIS_REPLICA_TIMEOUT "
+            "is a 503. 0: answer once the primary has it."
+        ),
+    )
+    redis_replica_timeout: Duration = Field(
+        0.5,
+        gt=0,
+        description="How long a caller waits for RELAY_REDIS_MIN_REPLICAS confirmations.",
+    )
     max_body: Size = Field(1024 * 1024, description="Largest accepted request body.")
     retention: Duration = Field(7 * 86400, description="How long event and delivery records live.")
     task_link_retention: Duration = Field(
@@ -60,6 +80,17 @@ class Settings(BaseSettings):
             "so every gunicorn worker shares it; set it to keep sessions across a Redis reset."
         ),
     )
+    encryption_keys: str | None = Field(
+        None,
+        repr=False,
+        description=(
+            "Seal event payloads, attempt excerpts and errors, dead-letter copies and "
+            "chained-delivery variables in Redis (AES-256-GCM-SIV): one or more keys, "
+            "newest first, comma-separated; each 32 random bytes in URL-safe base64 "
+            "(`relay keys new-data-key`). New writes use the first; reads use the one a "
+            "value names. Unset: stored in plain text. See docs/encryption.md."
+        ),
+    )
     log_level: str = Field("INFO")
     log_format: str = Field("console", pattern="^(json|console)$")
 
@@ -75,6 +106,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RELAY_HTTP_TIMEOUT must be under half of RELAY_TASK_TIME_LIMIT "
                 f"({self.http_timeout:g}s vs {self.task_time_limit:g}s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_wait_fits_redis_timeout(self) -> Settings:
+        """The wait for replicas rides on the write's own call, which a caller gives up on
+        after ``redis_timeout``: a longer wait would read as Redis stalling."""
+        if self.redis_min_replicas and self.redis_replica_timeout >= self.redis_timeout:
+            raise ValueError(
+                "RELAY_REDIS_REPLICA_TIMEOUT must be shorter than RELAY_REDIS_TIMEOUT "
+                f"({self.redis_replica_timeout:g}s >= {self.redis_timeout:g}s)"
             )
         return self
 

@@ -21,6 +21,7 @@ from relay.state.connection import redis_client
 from relay.state.deliveries import Store
 from relay.state.gate import TargetGate
 from relay.state.outbox import Outbox
+from relay.state.sealing import Sealer
 from workers.targets.base import Target
 
 
@@ -37,9 +38,13 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         client = redis_client(self.settings)
-        self.store = Store(client, retention=self.settings.retention)
+        sealer = Sealer.of(self.settings)  # opens what intake sealed; seals what workers write
+        self.store = Store(client, retention=self.settings.retention, sealer=sealer)
         self.outbox = Outbox(
-            client, lease=self.settings.visibility_timeout, retention=self.settings.retention
+            client,
+            lease=self.settings.visibility_timeout,
+            retention=self.settings.retention,
+            sealer=sealer,
         )
         self.targets: dict[str, Target] = build_targets(self.config)
         too_long = attempt_problems(

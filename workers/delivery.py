@@ -15,12 +15,13 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import redis
 import structlog
 
-from relay.config.models import TargetConfig
+from relay.config.models import RouteMode, TargetConfig
 from relay.errors import (
     DeliveryError,
     PermanentDeliveryError,
@@ -32,11 +33,13 @@ from relay.state import keys
 from relay.state.deliveries import Begun
 from relay.state.gate import Admission, admission, breaker_state
 from relay.state.heartbeats import Holding
+from relay.state.lanes import LaneClaim, Lanes, LaneVerdict, ordering_hold
 from relay.state.lifecycle import AttemptOutcome, ClaimVerdict, DeliveryRecord, DeliveryStatus
 from relay.state.lua import ScriptCall, run_together
 from workers import chain
 from workers.concurrency import run_side_by_side
 from workers.context import WorkerContext
+from workers.net import dryrun
 from workers.pm import updates
 from workers.retry_policy import next_attempt_at
 from workers.targets.base import DeliveryContext
@@ -96,6 +99,12 @@ def _context(
     variables: Mapping[str, Any] = chained.vars
     if "burst" in variables:  # a task update: the changes it gathered
         variables = {**variables, **updates.gathered(ctx, delivery_id, variables)}
+    shadow = delivery.mode is RouteMode.SHADOW
+    run = None
+    if shadow:  # its requests are captured on the record, never sent
+        secrets = ctx.config.secrets | dryrun.option_secrets(target.options)
+        run = dryrun.recording(ctx.store.redis, delivery_id, secrets)
+    dryrun.switch(run)  # right before the adapter runs, in its green thread
     return DeliveryContext(
         delivery_id=delivery_id,
         attempt=attempt,
@@ -112,6 +121,7 @@ def _context(
         retention=ctx.settings.retention,
         link_retention=ctx.settings.task_link_retention,
         vars=variables,
+        shadow=shadow,
     )
 
 
@@ -174,6 +184,8 @@ class _Claimed:
     target: TargetConfig
     event_json: str
     bound: Any
+    hold: float | None = None  # an ordered delivery's lane hold (relay.state.lanes)
+    lane: LaneVerdict | None = None  # its lane's answer: the break it makes, the next one
 
 
 def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
@@ -201,6 +213,7 @@ def run_deliveries(
             outcomes[n] = claimed
         else:
             ready.append((n, claimed))
+    ready = _in_lanes(ctx, ready, outcomes)
     gate_calls = [
         ctx.gate.admit_call(
             c.target.id,
@@ -260,9 +273,10 @@ def _claim(ctx: WorkerContext, delivery_id: str, begun: Begun) -> _Claimed | str
         reason = (
             "target is no longer configured"
             if target_config is None
-            else "the event record expired before delivery"
+            else begun.unreadable or "the event record expired before delivery"
         )
-        return _dead(ctx, bound, delivery_id, None, reason, event_json or "null", token=begun.token)
+        kept = event_json or begun.stored_event or "null"  # an unreadable event: as stored
+        return _dead(ctx, bound, delivery_id, None, reason, kept, token=begun.token)
     policy = target_config.retry
     if begun.attempt_since_replay > policy.max_attempts:
         reason = f"gave up after {policy.max_attempts} attempts"
@@ -279,7 +293,60 @@ def _claim(ctx: WorkerContext, delivery_id: str, begun: Begun) -> _Claimed | str
         )
         bound.info("deliver.wait", reason="gathering", in_seconds=round(gathering, 3))
         return "waiting"
-    return _Claimed(delivery_id, begun, target_config, event_json, bound)
+    hold = _hold(ctx, delivery, target_config)
+    return _Claimed(delivery_id, begun, target_config, event_json, bound, hold)
+
+
+def _hold(ctx: WorkerContext, delivery: DeliveryRecord, target: TargetConfig) -> float | None:
+    """The lane hold of an ordered delivery, else ``None``, as its route or target says
+    now: with ordering turned off, one still in a lane goes without asking it. Chained
+    and shadow deliveries join no lane."""
+    if delivery.parent or delivery.vars or delivery.mode is RouteMode.SHADOW:
+        return None
+    routes, index = ctx.config.routes, delivery.route
+    route = routes[index] if index is not None and 0 <= index < len(routes) else None
+    return ordering_hold(route, target)
+
+
+def _in_lanes(
+    ctx: WorkerContext, ready: list[tuple[int, _Claimed]], outcomes: list[str]
+) -> list[tuple[int, _Claimed]]:
+    """The claimed deliveries that may go on to the gate: an ordered one only as the head
+    of its lane; the others are held there by the same script. Asked before the gate, so
+    a held delivery takes no slot of its target."""
+    claims = {
+        n: LaneClaim(c.delivery_id, c.begun.token, c.begun.attempt - 1, c.hold)
+        for n, c in ready
+        if c.hold is not None
+    }
+    if not claims:
+        return ready
+    answers = Lanes(ctx.store.redis).admit_many(list(claims.values()), time.time())
+    verdicts = dict(zip(claims, answers, strict=True))
+    going: list[tuple[int, _Claimed]] = []
+    for n, c in ready:
+        verdict = verdicts.get(n)
+        if verdict is not None and not verdict.go:
+            behind = verdict.blocker or "an earlier event's fan-out"
+            c.bound.info("deliver.held", behind=behind, until=verdict.until)
+            outcomes[n] = "held"
+            continue
+        if verdict is not None and verdict.broke:
+            c.bound.warning("deliver.order_broken", **verdict.broke)
+        going.append((n, c if verdict is None else replace(c, lane=verdict)))
+    return going
+
+
+def _hand_over(ctx: WorkerContext, claimed: _Claimed) -> None:
+    """Queue the next delivery of the lane now, instead of at the scheduler's next sweep:
+    the finish made it due, and of the two that try to move it, one does."""
+    lane = claimed.lane
+    if lane is None or lane.next_id is None or lane.next_queue is None:
+        return
+    try:
+        ctx.outbox.release_due(lane.next_id, lane.next_queue, time.time())
+    except redis.RedisError as exc:  # the scheduler moves it
+        claimed.bound.warning("deliver.hand_over_failed", error=type(exc).__name__)
 
 
 def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
@@ -288,6 +355,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
     delivery_id, begun, target_config = claimed.delivery_id, claimed.begun, claimed.target
     delivery, event_json, bound = begun.delivery, claimed.event_json, claimed.bound
     policy = target_config.retry
+    broke = claimed.lane.broke if claimed.lane else None  # sent before an earlier one
     context = _context(ctx, delivery, delivery_id, begun.attempt, event_json, target_config)
     started, t0 = time.time(), time.perf_counter()
     failure: DeliveryError
@@ -308,6 +376,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             AttemptOutcome.DELIVERED,
             status=result.status,
             response=redact(result.excerpt, ctx.config.secrets),
+            order_break=broke,
         )
         if result.chain:  # before finishing: a crash in between repeats nothing twice
             chain.start(ctx, delivery, delivery_id, result.chain)
@@ -318,6 +387,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             store.finish_delivered(delivery_id, record, token=begun.token, also=[breaker]),
         )
         bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
+        _hand_over(ctx, claimed)
         return AttemptOutcome.DELIVERED
 
     breaker = _breaker(ctx, bound, target_config, delivery_id, failure)
@@ -331,6 +401,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
         retry_after=retry_after,
         response=redact(failure.excerpt, ctx.config.secrets),
         error=redact(failure.message, ctx.config.secrets),
+        order_break=broke,
     )
     if isinstance(failure, PermanentDeliveryError):
         reason = "permanent failure"
@@ -350,7 +421,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
         )
     if due is None:
         record["outcome"] = AttemptOutcome.FAILED
-        return _dead(
+        dead = _dead(
             ctx,
             bound,
             delivery_id,
@@ -360,6 +431,8 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             token=begun.token,
             breaker=(target_config, breaker),
         )
+        _hand_over(ctx, claimed)
+        return dead
     retried = store.finish_retry(delivery_id, record, due, token=begun.token, also=[breaker])
     _log_breaker(bound, target_config, retried)
     bound.info("deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error"))

@@ -27,7 +27,14 @@ from relay.admin.query import (
     Walk,
     in_range,
 )
-from relay.admin.views import Redactor, attempt_view, delivery_view, event_summary
+from relay.admin.views import (
+    Redactor,
+    attempt_view,
+    captured_view,
+    delivery_view,
+    event_summary,
+)
+from relay.config.models import RouteMode
 from relay.context import WebContext
 from relay.state import keys
 from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
@@ -117,9 +124,15 @@ class Listings:
 
     # deliveries -----------------------------------------------------------------------
     def deliveries(
-        self, f: DeliveryFilter, *, limit: int = 50, cursor: Cursor | None = None
+        self,
+        f: DeliveryFilter,
+        *,
+        limit: int = 50,
+        cursor: Cursor | None = None,
+        mode: RouteMode | None = None,
     ) -> Page:
-        """Deliveries newest event first, each event's deliveries by id."""
+        """Deliveries newest event first, each event's deliveries by id; ``mode`` keeps
+        only the shadow, test or live ones (a record without a mode is live)."""
         items: list[dict[str, Any]] = []
         last: Cursor | None = None
         examined = 0
@@ -141,6 +154,7 @@ class Listings:
                     and (f.source is None or d.source == f.source)
                     and (f.target is None or d.target == f.target)
                     and (f.status is None or d.status == f.status)
+                    and (mode is None or (d.mode or RouteMode.LIVE) == mode)
                 ):
                     items.append(delivery_view(d, self.redactor))
                     if len(items) >= limit:
@@ -177,6 +191,7 @@ class Listings:
             return None
         redactor = self.admin_redactor if reveal_replies else self.redactor
         view = delivery_view(d, redactor)
+        view["captured"] = captured_view(d, redactor)
         kind = self._target_kind(d.target or "")
         view["attempts_log"] = [
             attempt_view(a, d, kind, redactor) for a in self.store.attempts(delivery_id)

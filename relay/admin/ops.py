@@ -6,6 +6,12 @@ configured secrets redacted (``relay.redact``), and every state change is writte
 the audit log with who (key id), from where, and the outcome. Listing records is
 ``relay.admin.listings`` (reading them, ``relay.state.records``); their shapes
 ``relay.admin.views``; filters, cursors and times ``relay.admin.query``.
+
+A replay and a pause promise something a failover must not undo (the letter is sent
+again; the target gets nothing more), so with ``RELAY_REDIS_MIN_REPLICAS`` they wait for
+the replicas (``relay.state.replicas``) and fail with ``NotReplicated`` (a 503) if too
+few confirm. A lost purge, resume or breaker reset only brings back what the operator
+can see and do again: those answer as soon as the primary has them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from relay.state import keys
 from relay.state.audit import AuditLog
 from relay.state.gate import TargetGate
 from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
+from relay.state.replicas import NotReplicated, Replicas
 from relay.state.stats import Stats
 
 WINDOWS = {"5m": 300, "1h": 3600}  # the recent windows of each target's rates and latency
@@ -42,19 +49,26 @@ class Ops(Listings):
         self.gate = TargetGate(runtime.redis)
         self.audit_log = AuditLog(runtime.redis)
         self.stats = Stats(runtime.redis)
+        self.replicas = Replicas.of(runtime.settings)
 
     # dead letters ---------------------------------------------------------------------
     def replay(self, delivery_id: str, actor: Actor) -> bool:
         """Send one dead letter again under its delivery id; false if it is not dead."""
         d = self.store.delivery(delivery_id)
-        ok = d is not None and d.status is DeliveryStatus.DEAD and self._requeue(delivery_id, d)
+        try:
+            ok = d is not None and d.status is DeliveryStatus.DEAD and self._requeue(delivery_id, d)
+        except NotReplicated as exc:
+            self._audit("replay", actor, delivery_id, False, f"queued on the primary only: {exc}")
+            raise
         self._audit("replay", actor, delivery_id, ok, "" if ok else "not in the dead-letter queue")
         return ok
 
     def _requeue(self, delivery_id: str, d: DeliveryRecord) -> bool:
         """``Outbox.replay`` onto the delivery's own queue (one the relay knows)."""
         queue = d.queue or ""
-        return queue in keys.ALL_QUEUES and self.runtime.outbox.replay(delivery_id, queue)
+        return queue in keys.ALL_QUEUES and self.runtime.outbox.replay(
+            delivery_id, queue, replicas=self.replicas
+        )
 
     def purge(self, delivery_id: str, actor: Actor) -> bool:
         ok = self.store.purge(delivery_id)
@@ -74,7 +88,16 @@ class Ops(Listings):
         """Replay every matching dead letter: how many matched and the ids sent again
         (the dashboard follows those)."""
         found = [(p.member.decode(), d) for p, d in self._dead(f, None) if d is not None]
-        done = [delivery_id for delivery_id, d in found if self._requeue(delivery_id, d)]
+        done: list[str] = []
+        for delivery_id, d in found:
+            try:
+                if self._requeue(delivery_id, d):
+                    done.append(delivery_id)
+            except NotReplicated as exc:  # the next ones would wait as long: stop here
+                done_of = f"replayed {len(done)} of {len(found)}"
+                detail = f"{done_of}; the next one on the primary only: {exc}"
+                self._audit("replay.bulk", actor, f.describe(), False, detail)
+                raise
         self._audit(
             "replay.bulk", actor, f.describe(), True, f"replayed {len(done)} of {len(found)}"
         )
@@ -127,7 +150,14 @@ class Ops(Listings):
         if target_id not in self.runtime.config.targets:
             self._audit(action, actor, target_id, False, "unknown target")
             return None
-        (self.gate.pause if paused else self.gate.resume)(target_id)
+        if paused:
+            try:
+                self.replicas.write(self.runtime.redis, lambda p: TargetGate(p).pause(target_id))
+            except NotReplicated as exc:
+                self._audit(action, actor, target_id, False, f"paused on the primary only: {exc}")
+                raise
+        else:
+            self.gate.resume(target_id)
         self._audit(action, actor, target_id, True)
         return self.target(target_id)
 

@@ -7,9 +7,11 @@ written by an older version, a hand-edited key) and never showing a configured s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
+from relay.config.models import RouteMode
 from relay.redact import hide_reply_urls, hide_url, redact
 from relay.state.lifecycle import PUBLIC_FIELDS, DeliveryRecord, Kind, integer, number
 
@@ -100,12 +102,41 @@ def _shown(kind: Kind, value: Any, redactor: Redactor) -> Any:
         return _text(value, redactor)
     if kind is Kind.REASON:
         return value or None
+    if kind is Kind.MODE:
+        return str(value) if value is not None else RouteMode.LIVE.value
     return value  # INDEX, TIME: a number or null
 
 
 def delivery_view(d: DeliveryRecord, redactor: Redactor) -> dict[str, Any]:
     """A delivery record's public fields (not the event copy a dead letter keeps)."""
     return {name: _shown(kind, getattr(d, name), redactor) for name, kind, _ in PUBLIC_FIELDS}
+
+
+def captured_view(d: DeliveryRecord, redactor: Redactor) -> list[dict[str, Any]] | None:
+    """What a shadow delivery's last attempt would have sent (redacted when captured,
+    and again here); ``None`` for a delivery that sends for real."""
+    if d.mode is not RouteMode.SHADOW:
+        return None
+    try:
+        found = json.loads(d.captured) if d.captured else []
+    except ValueError:
+        found = []
+    requests = []
+    for r in found if isinstance(found, list) else []:
+        if not isinstance(r, dict):
+            continue
+        headers = r.get("headers")
+        requests.append(
+            {
+                "method": str(r.get("method") or ""),
+                "url": _text(r.get("url"), redactor) or "",
+                "headers": redactor.deep(headers) if isinstance(headers, dict) else {},
+                "body": _text(r.get("body"), redactor),
+                "size": integer(r.get("size")) or 0,
+                "truncated": r.get("truncated") is True,
+            }
+        )
+    return requests
 
 
 def attempt_view(

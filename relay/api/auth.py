@@ -26,6 +26,7 @@ from relay.redact import SECRETS_ENVIRON, redact
 from relay.state.apikeys import ApiKeys, allows
 from relay.state.audit import AuditLog
 from relay.state.connection import RedisStalled
+from relay.state.replicas import NotReplicated
 
 log = structlog.get_logger("relay.api")
 _CLAIMED_ID = re.compile(r"^rk_([0-9a-f]{12})_")
@@ -147,6 +148,8 @@ def _redis_down(error: redis.RedisError) -> Response:
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         within = f"did not answer within {runtime.settings.redis_timeout:g}s"
         what = within if isinstance(error, redis.TimeoutError | RedisStalled) else "is unreachable"
+    elif isinstance(error, NotReplicated):
+        what = f"kept the write but {error}"  # names how many replicas confirmed it
     else:
         what = f"refused the command ({type(error).__name__})"
     response = error_response(503, "unavailable", f"Redis {what}; try again shortly")

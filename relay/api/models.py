@@ -85,6 +85,7 @@ _SHOWN_AS: dict[Kind, Any] = {
     Kind.TIME: float | None,
     Kind.REASON: str | None,
     Kind.TEXT: str | None,
+    Kind.MODE: Literal["live", "shadow", "test"],
 }
 
 
@@ -103,8 +104,24 @@ class Delivery(_delivery_fields()):  # type: ignore[misc]
     pass
 
 
+class CapturedRequest(_Model):
+    """A request a shadow delivery would have sent, exactly as built, secrets redacted
+    (credential headers, token-like URL parts, signature fields, configured secrets)."""
+
+    method: str = Field(description="The HTTP method, or `SMTP` for an email.")
+    url: str = Field(description="The URL, redacted (`smtp://host:port` for an email).")
+    headers: dict[str, str] = Field(description="For an email: `MAIL FROM` and `RCPT TO`.")
+    body: str | None = Field(description="The body as text; null if it is not UTF-8.")
+    size: int = Field(description="Bytes of the body as it would have been sent.")
+    truncated: bool = Field(description="The body shown is cut at 64 KiB.")
+
+
 class DeliveryInEvent(Delivery):
     attempts_log: list[Attempt]
+    captured: list[CapturedRequest] | None = Field(
+        description="A shadow delivery's requests (its last attempt), never sent; null "
+        "for a delivery that is sent."
+    )
 
 
 class DeliveryDetail(DeliveryInEvent):

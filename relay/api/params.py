@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.admin.query import CURSOR_PATTERN, MAX_TIME, Cursor, parse_time
+from relay.config.models import RouteMode
 from relay.events import EVENT_TYPES
 from relay.state.lifecycle import DeliveryStatus
 
@@ -159,6 +160,12 @@ DELIVERY_FILTERS = (
     TARGET,
     choice("status", "Only deliveries in this state.", DELIVERY_STATUSES),
     text("event_id", "Only deliveries of this event."),
+    choice(
+        "mode",
+        "Only deliveries made in this route mode: `shadow` (recorded, never sent), `test` "
+        "(sent to the route's test_targets) or `live`.",
+        tuple(mode.value for mode in RouteMode),
+    ),
     SINCE,
     UNTIL,
 )

@@ -28,6 +28,7 @@ from relay.api.params import (
     confirm,
     text,
 )
+from relay.config.models import RouteMode
 
 JSON = dict[str, Any]
 
@@ -61,9 +62,16 @@ def get_event(event_id: str) -> JSON:
     "GET", "/deliveries", summary="List deliveries", tag="deliveries",
     params=(*DELIVERY_FILTERS, *PAGING), response=m.DeliveryPage,
 )  # fmt: skip
-def list_deliveries(limit: int, cursor: Cursor | None, **filters: Any) -> JSON:
-    """Newest event first; `since`/`until` bound the time the event was received."""
-    return ops().deliveries(DeliveryFilter(**filters), limit=limit, cursor=cursor).public()
+def list_deliveries(limit: int, cursor: Cursor | None, mode: str | None, **filters: Any) -> JSON:
+    """Newest event first; `since`/`until` bound the time the event was received. Shadow
+    deliveries sit beside the real ones of the same event; `mode` picks one kind."""
+    page = ops().deliveries(
+        DeliveryFilter(**filters),
+        limit=limit,
+        cursor=cursor,
+        mode=RouteMode(mode) if mode else None,
+    )
+    return page.public()
 
 
 @endpoint(
@@ -72,7 +80,8 @@ def list_deliveries(limit: int, cursor: Cursor | None, **filters: Any) -> JSON:
 )  # fmt: skip
 def get_delivery(delivery_id: str) -> JSON:
     """Each attempt shows its outcome, HTTP status, duration, a summary of the request
-    and a capped, redacted excerpt of the answer."""
+    and a capped, redacted excerpt of the answer; a shadow delivery shows in `captured`
+    the requests it would have sent."""
     found = ops().delivery(delivery_id, reveal_replies=reveals_replies())
     if found is None:
         raise not_found(f"no delivery {delivery_id!r} (or it is past retention)")

@@ -22,6 +22,7 @@ def _register() -> None:
         inspect,
         keys,
         poll,
+        routes,
         scheduler,
         schema,
         send,
@@ -30,7 +31,21 @@ def _register() -> None:
         up,
     )
 
-    modules = (check, dlq, init, inspect, keys, poll, scheduler, schema, send, status, targets, up)
+    modules = (
+        check,
+        dlq,
+        init,
+        inspect,
+        keys,
+        poll,
+        routes,
+        scheduler,
+        schema,
+        send,
+        status,
+        targets,
+        up,
+    )
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)

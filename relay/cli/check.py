@@ -27,6 +27,7 @@ from relay.config.kinds import (
 from relay.config.limits import attempt_problems
 from relay.config.loader import load_config
 from relay.config.rates import parse_rates
+from relay.config.route_diff import route_changes, routes_of, save_routes, saved_routes
 from relay.errors import ConfigError
 from relay.settings import load_settings
 from relay.state.keys import FAMILIES
@@ -42,7 +43,12 @@ SOURCE_METHODS = ("handshake", "verify", "parse", "reply", "refusal_headers", "s
     is_flag=True,
     help="List every source and target kind: its package, version, built in or plugin.",
 )
-def check(file: Path | None, every_kind: bool) -> None:
+@click.option(
+    "--against",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Say how the routes change from this config (default: the last checked routes).",
+)
+def check(file: Path | None, every_kind: bool, against: Path | None) -> None:
     """Validate FILE (default: $RELAY_CONFIG or relay.yaml); exit 1 listing each problem."""
     settings = load_settings()
     path = file or settings.config
@@ -52,6 +58,7 @@ def check(file: Path | None, every_kind: bool) -> None:
         if kinds_wrong:
             raise ConfigError(kinds_wrong)
         config = load_config(path)
+        before = routes_of(against) if against else saved_routes(settings.state_dir)
         adapters = build_targets(config)  # they check what options alone cannot (paths, URLs)
         too_long = attempt_problems(
             config,
@@ -73,6 +80,9 @@ def check(file: Path | None, every_kind: bool) -> None:
         f"{len(config.routes)} routes)"
     )
     echo_kinds(installed, every=every_kind)
+    for line in route_changes(before, config.routes) if before is not None else []:
+        click.echo(f"change: {line}")
+    save_routes(config.routes, settings.state_dir)
 
 
 def echo_kinds(installed: Iterable[InstalledKind], *, every: bool) -> None:

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,13 @@ class StateInUse(RelayError):
     """Another live ``relay up`` holds the state folder."""
 
 
+_PASSWORD_IN_NETLOC = re.compile(r"^([a-z+]+://[^:@/]*):[^@/]*@")
+
+
 def masked(url: str) -> str:
     """The URL with its password replaced by ``***``: safe for a banner or an error."""
+    if "," in url.partition("://")[2].partition("/")[0]:  # several hosts: a Sentinel set
+        return _PASSWORD_IN_NETLOC.sub(r"\1:***@", url, count=1)
     try:
         parts = urlsplit(url)
         password, host, port = parts.password, parts.hostname, parts.port

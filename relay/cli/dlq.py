@@ -19,6 +19,7 @@ from relay.config.units import parse_duration
 from relay.context import WebContext
 from relay.state.lifecycle import DeliveryStatus
 from relay.state.records import DeadLetter
+from relay.state.replicas import Replicas
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -229,8 +230,10 @@ def replay(
     if dry_run:
         click.echo(f"would replay {_count(len(letters))}")
         return
+    replicas = Replicas.of(runtime.settings)  # RELAY_REDIS_MIN_REPLICAS: a replay survives
     replayed = sum(
-        runtime.outbox.replay(letter.id, letter.delivery.queue or "") for letter in letters
+        runtime.outbox.replay(letter.id, letter.delivery.queue or "", replicas=replicas)
+        for letter in letters
     )
     click.echo(f"replayed {_count(replayed)}")
     if ids and replayed < len(ids):

@@ -9,6 +9,7 @@ from types import FrameType
 import click
 
 from relay.cli.common import load_settings
+from relay.errors import ConfigError
 from relay.logging import configure_logging
 from relay.state.connection import redis_client
 from relay.state.outbox import Outbox
@@ -20,7 +21,12 @@ def scheduler() -> None:
     """Run the scheduler until SIGTERM or Ctrl-C (several may run at once)."""
     settings = load_settings()
     configure_logging(settings)
-    client = redis_client(settings)
+    try:
+        client = redis_client(settings)
+    except ConfigError as exc:  # a malformed Sentinel URL
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(2) from None
     outbox = Outbox(client, lease=settings.visibility_timeout, retention=settings.retention)
     stop = threading.Event()
 

@@ -16,6 +16,7 @@ import redis
 
 from relay.cli.common import load_settings, redis_choice
 from relay.cli.discovery import RedisChoice, choose_redis, masked, reason, used_by_relay
+from relay.errors import ConfigError
 from relay.state import keys
 from relay.state.connection import caller_client
 from relay.state.deliveries import Store
@@ -44,7 +45,12 @@ def status(as_json: bool) -> None:
     """Which Redis commands here use and why, the relay up in this folder, the queues."""
     settings = load_settings()
     choice = redis_choice() or choose_redis(settings.state_dir)
-    client = caller_client(settings)
+    try:
+        client = caller_client(settings)
+    except ConfigError as exc:  # a malformed Sentinel URL
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(2) from None
     try:
         found = _probe(choice, client, settings.retention)
     finally:

@@ -22,6 +22,7 @@ from relay.config.loader import load_config
 from relay.config.models import RelayConfig
 from relay.errors import ConfigError, RelayError
 from relay.settings import Settings, load_settings
+from relay.state.connection import client_for
 
 GRACE = 20.0  # celery's warm shutdown lets running deliveries finish
 
@@ -79,14 +80,14 @@ def _run(
     try:  # stop Redis on every way out, also a Ctrl-C held back while it started
         if given:
             redis_url, redis_note = given, "RELAY_REDIS_URL"
-            _reachable(settings.state_dir, given, settings.redis_timeout)
+            _reachable(settings, given)
         else:
             assert embedded is not None
             embedded.start()  # refuses a server with a known RCE hole, warns of an old one
             redis_url = embedded.url
             shown = ".".join(map(str, embedded.version or ()))
             redis_note = f"embedded redis-server {shown}, data in {embedded.data_dir}"
-            _mark(redis_url, settings.redis_timeout)
+            _mark(settings, redis_url)
         base = _base(host, port)
         lock.publish(
             web=base,
@@ -128,20 +129,30 @@ def _check_port(host: str, port: int) -> None:
             raise RelayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _reachable(state_dir: Path, url: str, timeout: float) -> None:
-    """Ping RELAY_REDIS_URL within about ``timeout`` or refuse it in one line, naming a
-    URL left over from an earlier relay up as such."""
+def _reachable(settings: Settings, url: str) -> None:
+    """Ping RELAY_REDIS_URL within about ``RELAY_REDIS_TIMEOUT`` or refuse it in one line,
+    naming a URL left over from an earlier relay up as such."""
+    state_dir = settings.state_dir
     choice = RedisChoice(url, "RELAY_REDIS_URL", state_dir, None, published_url(state_dir))
     try:
-        _mark(url, timeout)
+        _mark(settings, url)
     except redis.RedisError as exc:
         raise RelayError(unreachable(choice, exc)) from None
+    except ConfigError as exc:  # a malformed Sentinel URL
+        raise RelayError("; ".join(exc.problems)) from None
     except ValueError as exc:  # not a redis:// URL at all
         raise RelayError(f"RELAY_REDIS_URL is not a Redis URL: {exc}") from None
 
 
-def _mark(url: str, timeout: float) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+def _mark(settings: Settings, url: str) -> None:
+    """Note in ``url``'s Redis (one server or a Sentinel-guarded master) that a relay uses it."""
+    timeout = settings.redis_timeout
+    client = client_for(
+        url,
+        sentinel_password=settings.redis_sentinel_password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
     try:
         mark_used(client)
     finally:

@@ -28,8 +28,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from relay.config.models import (
+    DRY_RUN_KINDS,
     RelayConfig,
     RouteConfig,
+    RouteMode,
     SourceConfig,
     TargetConfig,
     UnresolvedOptions,
@@ -249,17 +251,44 @@ def parse_config(
                 f"routes[{i}].source: unknown source {route.source!r}"
                 + _did_you_mean(route.source, sources)
             )
-        for j, target in enumerate(route.targets):
-            if target not in targets and f"targets:{target}" not in declared:
-                problems.append(
-                    f"routes[{i}].targets[{j}]: unknown target {target!r}"
-                    + _did_you_mean(target, targets)
-                )
+        for key in ("targets", "test_targets"):
+            for j, target in enumerate(getattr(route, key) or []):
+                if target not in targets and f"targets:{target}" not in declared:
+                    problems.append(
+                        f"routes[{i}].{key}[{j}]: unknown target {target!r}"
+                        + _did_you_mean(target, targets)
+                    )
+        if route.mode is RouteMode.SHADOW and target_options is not None:
+            problems += _shadow_problems(i, route, targets)
         routes.append(route)
     problems += _chain_problems(targets, declared)
     if problems:
         raise ConfigError(_root_causes(problems))
     return RelayConfig(sources, targets, routes, frozenset(s for s in found if len(s) >= 4), people)
+
+
+def _shadow_problems(
+    index: int, route: RouteConfig, targets: Mapping[str, TargetConfig]
+) -> list[str]:
+    """A shadow route may only name targets whose kind sends through the dry run: any
+    other would act for real (see ``DRY_RUN_KINDS``)."""
+    from relay.config.kinds import target_kinds
+
+    problems = []
+    for j, target_id in enumerate(route.targets):
+        target = targets.get(target_id)
+        if target is None:
+            continue
+        adapter = target_kinds().get(target.kind)
+        if target.kind in DRY_RUN_KINDS or getattr(adapter, "dry_run", False) is True:
+            continue
+        problems.append(
+            f"routes[{index}].mode: shadow cannot use targets[{j}] {target_id!r}: a "
+            f"{target.kind} target acts outside the dry run, so it would send for real; "
+            f"shadow works with {', '.join(sorted(DRY_RUN_KINDS))} targets (or use mode "
+            "test with test_targets)"
+        )
+    return problems
 
 
 def _chain_problems(targets: Mapping[str, TargetConfig], declared: set[str]) -> list[str]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from relay.config.circuit import CircuitPolicy
 from relay.config.people import Person
@@ -83,6 +84,12 @@ class TargetConfig(_Strict):
         description="Attempts running at once, across all workers; more wait. off for no cap.",
     )
     template: str | None = Field(None, description="Jinja2 template of the message.")
+    ordering: Literal["none", "per_group"] = Field(
+        "none", description="per_group: one group's deliveries go one at a time, in order."
+    )
+    ordering_hold: Duration | None = Field(
+        None, gt=0, description="How long one delivery may hold back its group's next (10m)."
+    )
     options: Any = None
 
     @field_validator("rate_limit", mode="before")
@@ -135,16 +142,63 @@ class RouteFilter(_Strict):
         return value
 
 
+class RouteMode(StrEnum):
+    """How a route's deliveries go out; each delivery keeps the mode it was made in."""
+
+    LIVE = "live"  # to the route's targets
+    SHADOW = "shadow"  # rendered and recorded with the exact request; never sent
+    TEST = "test"  # to the route's test_targets instead of its targets
+
+
+# Built-in target kinds whose every outbound call goes through the workers' guarded HTTP
+# or SMTP path, where a shadow delivery's dry run captures it. The others act outside it
+# (Apprise's own networking, a file, a task tool's ledger, streamed uploads, an access
+# token cached for every worker), so a shadow route cannot use them. A plugin kind opts in
+# with ``dry_run = True`` on its adapter class.
+DRY_RUN_KINDS = frozenset(
+    {"webhook", "dingtalk_robot", "feishu_bot", "wecom_bot", "slack", "telegram", "email"}
+)
+
+
 class RouteConfig(_Strict):
     source: str
     when: RouteFilter = RouteFilter()
     targets: list[str] = Field(min_length=1)
     template: str | None = Field(None, description="Overrides each target's template.")
+    ordering: Literal["none", "per_group"] = Field(
+        "none", description="per_group: one group's deliveries go one at a time, in order."
+    )
+    ordering_hold: Duration | None = Field(
+        None, gt=0, description="Overrides the targets' ordering_hold for this route."
+    )
+    mode: RouteMode = Field(
+        RouteMode.LIVE, description="live, shadow (record, never send) or test (test_targets)."
+    )
+    test_targets: list[str] | None = Field(
+        None, min_length=1, validate_default=True, description="Replace targets in mode test."
+    )
 
     @field_validator("template")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         return None if value is None else check_template(value)
+
+    @field_validator("test_targets")
+    @classmethod
+    def _given_in_test(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is None and info.data.get("mode") is RouteMode.TEST:
+            raise ValueError(
+                "required in mode test: the targets (a test group, say) that replace "
+                "targets while testing"
+            )
+        return value
+
+    @property
+    def delivery_targets(self) -> list[str]:
+        """Where this route's deliveries go now: its test targets while testing."""
+        if self.mode is RouteMode.TEST and self.test_targets:
+            return self.test_targets
+        return self.targets
 
 
 @dataclass(frozen=True)

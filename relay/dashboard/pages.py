@@ -1,4 +1,4 @@
-"""Read-only pages: the overview, the event explorer, one event, one delivery."""
+"""Read-only pages: the overview, the event explorer, deliveries, one event, one delivery."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 from flask import abort, render_template, request
 from flask.typing import ResponseReturnValue
 
-from relay.admin.query import Cursor, EventFilter, parse_time
+from relay.admin.query import Cursor, DeliveryFilter, EventFilter, parse_time
+from relay.config.models import RouteMode
 from relay.config.units import parse_duration
 from relay.dashboard.auth import can, ops
 from relay.dashboard.blueprint import dashboard
+from relay.state.lifecycle import DeliveryStatus
 
 CHART_MINUTES = 60
 PAGE_SIZE = 50
@@ -61,6 +63,13 @@ class Params:
         except ValueError:
             self.problems.append("cursor: not a position this page gave")
             return None
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.text(name)
+        if value is not None and value not in allowed:
+            self.problems.append(f"{name} must be one of {', '.join(allowed)}")
+            return None
+        return value
 
     def values(self, *names: str) -> dict[str, str]:
         """The non-empty given values of ``names``: the filter form's state."""
@@ -120,6 +129,41 @@ def events() -> ResponseReturnValue:
         paged=cursor is not None,
         sources=sorted(rt.config.sources),
         statuses=EVENT_STATUSES,
+    )
+    return page_html, 400 if p.problems else 200
+
+
+@dashboard.get("/deliveries")
+def deliveries() -> ResponseReturnValue:
+    """Deliveries, shadow ones beside the real ones; ``mode=shadow`` shows only what
+    shadow routes would have sent."""
+    p = Params()
+    mode = p.choice("mode", tuple(RouteMode))
+    f = DeliveryFilter(
+        source=p.text("source"),
+        target=p.text("target"),
+        status=p.choice("status", tuple(DeliveryStatus)),
+        since=p.time("since"),
+        until=p.time("until"),
+    )
+    cursor = p.cursor()
+    page = None
+    if not p.problems:
+        page = ops().deliveries(
+            f, limit=PAGE_SIZE, cursor=cursor, mode=RouteMode(mode) if mode else None
+        )
+    form = p.values("source", "target", "status", "mode", "since", "until")
+    config = ops().runtime.config
+    page_html = render_template(
+        "dashboard/deliveries.html",
+        page=page,
+        form=form,
+        problems=p.problems,
+        paged=cursor is not None,
+        sources=sorted(config.sources),
+        targets=sorted(config.targets),
+        statuses=[s.value for s in DeliveryStatus],
+        modes=[m.value for m in RouteMode],
     )
     return page_html, 400 if p.problems else 200
 

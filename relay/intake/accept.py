@@ -21,6 +21,8 @@ from relay.settings import Settings
 from relay.state import keys
 from relay.state.connection import RedisStalled
 from relay.state.outbox import Outbox
+from relay.state.replicas import NotReplicated, Replicas
+from relay.state.sealing import Sealer
 from relay.state.windows import SlidingWindows
 
 log = structlog.get_logger("relay.intake")
@@ -45,6 +47,8 @@ class Intake:
     outbox: Outbox
     sources: dict[str, Source] = field(init=False)
     windows: SlidingWindows = field(init=False)
+    replicas: Replicas = field(init=False)
+    sealer: Sealer = field(init=False)  # RELAY_ENCRYPTION_KEYS: the event is stored sealed
 
     def __post_init__(self) -> None:
         kinds = source_kinds()
@@ -56,6 +60,8 @@ class Intake:
             if f"sources.{sid}" not in unresolved
         }
         self.windows = SlidingWindows(self.redis)
+        self.replicas = Replicas.of(self.settings)
+        self.sealer = Sealer.of(self.settings)
 
     def inbound_limit(self, source_id: str) -> None:
         """Take a slot of the source's inbound rate limit, or refuse with 429.
@@ -79,12 +85,18 @@ class Intake:
     def unavailable(self, source_id: str, exc: redis.RedisError, *, wrote: bool) -> Unavailable:
         """The 503 for a Redis failure, saying what the sender should do.
 
-        Never retried here: a write that timed out may have been applied. The sender's
+        Never retried here: a write that timed out may have been applied, and one that
+        too few replicas confirmed was (``RELAY_REDIS_MIN_REPLICAS``). The sender's
         resend is the safe retry, since the intake script answers a resend of a stored
         event as a duplicate (for sources whose events carry an id)."""
         log.error("intake.unavailable", source=source_id, error=type(exc).__name__)
         timeout = self.settings.redis_timeout
-        if isinstance(exc, RedisStalled):
+        if isinstance(exc, NotReplicated):
+            detail = (
+                f"the event is queued on the primary only: {exc} (a resend is answered "
+                "as a duplicate if it was kept)"
+            )
+        elif isinstance(exc, RedisStalled):
             detail = f"the queue did not answer within {timeout:g}s moments ago; not queued"
         elif isinstance(exc, redis.TimeoutError) and wrote:
             detail = (
@@ -110,7 +122,7 @@ class Intake:
         """Dedupe and enqueue in one script; ``Unavailable`` (503) when Redis is away."""
         event = parsed.event
         try:
-            event_json = event.to_json()
+            event_json = self.sealer.seal_event(event.to_json(), event)
         except PydanticSerializationError as exc:  # lone surrogates, nesting past the limit
             raise Unprocessable(f"the event cannot be stored as JSON: {exc}") from None
         try:
@@ -122,6 +134,7 @@ class Intake:
                 dedupe_ttl=self.dedupe_ttl(source_id),
                 single_use=parsed.single_use,
                 single_use_ttl=parsed.single_use_ttl,
+                replicas=self.replicas,
             )
         except redis.RedisError as exc:
             raise self.unavailable(source_id, exc, wrote=True) from None

@@ -3,7 +3,8 @@
 Events, deliveries and attempts expire after the retention period; a dead letter
 keeps its delivery, attempts and a copy of its event until it is replayed or purged.
 Each step is one Lua script, so a crash never leaves a record half written. The reads
-live in ``relay.state.records``.
+live in ``relay.state.records``. With a ``Sealer`` that has keys, what people wrote or a
+target answered is sealed here before a script stores it (``relay.state.sealing``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from relay.state.heartbeats import Holding
 from relay.state.lifecycle import AttemptOutcome, ClaimVerdict, DeliveryRecord, DeliveryStatus
 from relay.state.lua import ScriptCall, load_script, run_together
 from relay.state.records import Records
+from relay.state.sealing import PLAIN, Sealer, Unreadable
 from relay.state.stats import MINUTE_TTL, bucket_label, minute_of
 
 
@@ -34,6 +36,10 @@ class Begun:
     delivery: DeliveryRecord = field(default_factory=DeliveryRecord)  # before this run
     event_json: str | None = None
     token: str = ""  # this claim's lock token (the lock is its own if the verdict is run)
+    # why the event (or the delivery's variables) did not open, with ``event_json`` None;
+    # ``stored_event`` is then the event as stored, for the dead letter to keep
+    unreadable: str | None = None
+    stored_event: str | None = None
 
     @property
     def attempt_since_replay(self) -> int:
@@ -43,22 +49,33 @@ class Begun:
         return self.attempt - (self.delivery.attempt_base or 0)
 
 
-def _begun(reply: list[Any]) -> Begun:
+def _begun(reply: list[Any], delivery_id: str, sealer: Sealer) -> Begun:
     verdict, attempt = ClaimVerdict(reply[0].decode()), int(reply[1])
     if verdict is not ClaimVerdict.RUN:
         return Begun(verdict, attempt, None)
     previous = DeliveryRecord.from_fields({"status": reply[2].decode()}).status
     flat = reply[3]
-    delivery = DeliveryRecord.from_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
-    event_json = reply[4].decode() if reply[4] else delivery.event
+    fields = {
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in zip(flat[::2], flat[1::2], strict=True)
+    }
+    stored = reply[4].decode() if reply[4] else fields.get("event")
+    try:
+        delivery = DeliveryRecord.from_fields(sealer.open_fields(delivery_id, fields, strict=True))
+        event_json = sealer.open_event(stored) if stored is not None else None
+    except Unreadable as exc:  # the worker dead-letters it, keeping the event as stored
+        rest = {k: v for k, v in fields.items() if k not in ("event", "vars")}
+        delivery = DeliveryRecord.from_fields(sealer.open_fields(delivery_id, rest))
+        why = str(exc)
+        return Begun(verdict, attempt, previous, delivery, unreadable=why, stored_event=stored)
     return Begun(verdict, attempt, previous, delivery, event_json)
 
 
 class Store(Records):
     """Reads and writes the relay's records."""
 
-    def __init__(self, client: redis.Redis, *, retention: float) -> None:
-        super().__init__(client)
+    def __init__(self, client: redis.Redis, *, retention: float, sealer: Sealer = PLAIN) -> None:
+        super().__init__(client, sealer=sealer)
         self.retention = int(retention)
         self._begin = load_script(client, "begin.lua")
         self._finish_script = load_script(client, "finish.lua")
@@ -100,13 +117,17 @@ class Store(Records):
         ]
         replies = run_together(self.redis, calls)
         return [
-            replace(_begun(reply), token=token)
-            for reply, (_, token) in zip(replies, claims, strict=True)
+            replace(_begun(reply, delivery_id, self.sealer), token=token)
+            for reply, (delivery_id, token) in zip(replies, claims, strict=True)
         ]
+
+    def _attempt_json(self, delivery_id: str, attempt: dict[str, Any] | None) -> str:
+        """The attempt as stored (its answer and error sealed), or '' for none."""
+        return json.dumps(self.sealer.seal_attempt(delivery_id, attempt)) if attempt else ""
 
     def add_attempt(self, delivery_id: str, attempt: dict[str, Any]) -> None:
         pipe = self.redis.pipeline()
-        pipe.rpush(keys.attempts(delivery_id), json.dumps(attempt))
+        pipe.rpush(keys.attempts(delivery_id), self._attempt_json(delivery_id, attempt))
         pipe.expire(keys.attempts(delivery_id), self.retention)
         pipe.execute()
 
@@ -126,7 +147,8 @@ class Store(Records):
         if ``token`` still holds it, maybe schedule, and count ``count`` (delivered,
         retry or wait) for the target. The ``also`` calls (the breaker's record) go in
         the same round trip; their answers are returned."""
-        flat = [item for pair in fields.items() for item in pair]
+        stored = self.sealer.seal_fields(delivery_id, fields)
+        flat = [item for pair in stored.items() for item in pair]
         ms = float(attempt.get("duration_ms") or 0) if attempt else 0.0
         label = wait_reason if count == AttemptOutcome.WAIT else bucket_label(ms)
         finish = ScriptCall(
@@ -141,7 +163,7 @@ class Store(Records):
                 keys.stats_minute(minute_of(time.time())),
             ],
             [
-                json.dumps(attempt) if attempt else "",
+                self._attempt_json(delivery_id, attempt),
                 self.retention,
                 delivery_id,
                 "" if due is None else f"{due:.6f}",
@@ -225,7 +247,9 @@ class Store(Records):
         token: str,
         also: Sequence[ScriptCall] = (),
     ) -> list[Any]:
-        """Dead-letter: keep delivery, attempts and a copy of the event until purged."""
+        """Dead-letter: keep delivery, attempts and a copy of the event until purged.
+        ``event_json`` is the event's JSON, or the stored form of one that did not open
+        (kept as it is, for the day its key is configured again)."""
         now = time.time()
         fields = DeliveryRecord(
             status=DeliveryStatus.DEAD,
@@ -235,6 +259,7 @@ class Store(Records):
             event=event_json,
             last_error=(attempt or {}).get("error") or reason,
         ).to_fields()
+        fields = self.sealer.seal_fields(delivery_id, fields)
         ms = float(attempt.get("duration_ms") or 0) if attempt else 0.0
         dead = ScriptCall(
             self._dead_script,
@@ -249,7 +274,7 @@ class Store(Records):
                 keys.stats_minute(minute_of(now)),
             ],
             [
-                json.dumps(attempt) if attempt else "",
+                self._attempt_json(delivery_id, attempt),
                 f"{now:.6f}",
                 delivery_id,
                 bucket_label(ms) if attempt else "",

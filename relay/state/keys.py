@@ -216,6 +216,17 @@ def task_updates(delivery_id: str) -> str:
     return f"{PREFIX}tasks:updates:{delivery_id}"
 
 
+def lane(target_id: str, source_id: str, group_id: str) -> str:
+    """ZSET, TTL: an ordered target's deliveries of one group (of one source), by the
+    time their event was accepted; the lowest one alone may be sent (``relay.state.lanes``)."""
+    return f"{PREFIX}lane:{target_id}:{source_id}:{group_id}"
+
+
+# STRING: the acceptance time up to which every event has been fanned out (or waited for
+# long enough): an ordered delivery goes only once every earlier event joined its lanes
+FANNED_OUT = PREFIX + "lanes:fanned_out"
+
+
 def content(target_id: str, sha256: str) -> str:
     """STRING: where a storage target with ``dedupe: content`` stored these bytes (JSON)."""
     return f"{PREFIX}content:{target_id}:{sha256}"

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from relay.config.models import RouteMode
+
 
 class DeliveryStatus(StrEnum):
     """The ``status`` field of a delivery record."""
@@ -65,6 +67,7 @@ class Kind(StrEnum):
     INDEX = "index"  # an integer position
     TIME = "time"  # Unix seconds, stored with six decimals
     STATUS = "status"  # a ``DeliveryStatus``
+    MODE = "mode"  # a ``RouteMode``; absent reads as ``live`` (records before modes)
     JSON = "json"  # a JSON document, stored as is
 
 
@@ -95,6 +98,11 @@ def _parse(kind: Kind, text: str) -> Any:
     if kind is Kind.STATUS:
         try:
             return DeliveryStatus(text)
+        except ValueError:
+            return None
+    if kind is Kind.MODE:
+        try:
+            return RouteMode(text)
         except ValueError:
             return None
     return text
@@ -143,6 +151,13 @@ class DeliveryRecord:
     parent: str | None = _field(
         Kind.NAME, "The delivery this one follows (a confirmation of a task it created)."
     )
+    # the route's mode at fan-out, kept so a promotion never turns a queued rehearsal
+    # into a real send
+    mode: RouteMode | None = _field(
+        Kind.MODE,
+        "`live`, `shadow` (rendered and recorded, never sent) or `test` (sent to the "
+        "route's test_targets): the route's mode when the event was fanned out.",
+    )
     # the attempt counter at the last replay: the retry policy counts from it
     attempt_base: int | None = _field(Kind.COUNT, public=False)
     # when the retry policy's ``max_age`` started counting (fan-out, or the last replay)
@@ -151,6 +166,9 @@ class DeliveryRecord:
     event: str | None = _field(Kind.JSON, public=False)
     # a chained delivery's template variables (the task, the stored files), as JSON
     vars: str | None = _field(Kind.JSON, public=False)
+    # a shadow delivery's last attempt: the requests it would have sent, secrets redacted
+    # (a JSON list written by ``workers.net.dryrun``); the API shows it on one delivery
+    captured: str | None = _field(Kind.JSON, public=False)
 
     @classmethod
     def new(
@@ -165,6 +183,7 @@ class DeliveryRecord:
         now: float,
         parent: str | None = None,
         vars: str | None = None,
+        mode: RouteMode | None = None,
     ) -> DeliveryRecord:
         """A delivery as fan-out creates it: queued, no attempt yet, its ``max_age``
         window starting now."""
@@ -182,6 +201,7 @@ class DeliveryRecord:
             window_start=now,
             parent=parent,
             vars=vars,
+            mode=mode,
         )
 
     @classmethod

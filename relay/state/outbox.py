@@ -18,13 +18,19 @@ import redis
 from relay.errors import Unauthorized
 from relay.state import keys, stats
 from relay.state.celery_message import encode_task_message
-from relay.state.lua import load_script
+from relay.state.lua import ScriptCall, load_script
+from relay.state.replicas import Replicas
+from relay.state.sealing import PLAIN, Sealer
 
 
 class Outbox:
-    """Enqueue operations against one Redis; ``lease`` is how long a task may stay in flight."""
+    """Enqueue operations against one Redis; ``lease`` is how long a task may stay in flight.
+    ``sealer`` seals a chained delivery's variables (the event is sealed by its caller)."""
 
-    def __init__(self, client: redis.Redis, *, lease: float, retention: float) -> None:
+    def __init__(
+        self, client: redis.Redis, *, lease: float, retention: float, sealer: Sealer = PLAIN
+    ) -> None:
+        self.sealer = sealer
         self.redis = client
         self.lease = lease
         self.retention = int(retention)
@@ -44,6 +50,7 @@ class Outbox:
         dedupe_ttl: float,
         single_use: str | None = None,
         single_use_ttl: float = 0,
+        replicas: Replicas | None = None,
     ) -> str | None:
         """Record and enqueue an event; return the earlier event id if it is a resend.
 
@@ -58,11 +65,15 @@ class Outbox:
 
         The same script counts the source's accepted events and resends, and this
         minute's received events (``relay.state.stats``): no round trip of its own.
+
+        ``replicas``: how many replicas must confirm the write (or, for a resend, the
+        write it repeats) before this returns; ``NotReplicated`` if fewer do in time.
         """
         now = time.time()
         message = encode_task_message(keys.FANOUT_TASK, [event_id], keys.FANOUT_QUEUE)
-        result = self._intake(
-            keys=[
+        call = ScriptCall(
+            self._intake,
+            [
                 keys.dedupe(source_id, dedupe_key or "-"),
                 keys.event(event_id),
                 keys.FANOUT_QUEUE,
@@ -72,7 +83,7 @@ class Outbox:
                 keys.STATS_SOURCES,
                 keys.stats_minute(stats.minute_of(now)),
             ],
-            args=[
+            [
                 event_id,
                 event_json,
                 max(1, int(dedupe_ttl)),
@@ -87,6 +98,7 @@ class Outbox:
                 stats.MINUTE_TTL,
             ],
         )
+        result = (replicas or Replicas()).run(self.redis, call)
         if result == -1:
             raise Unauthorized(
                 "this signature was already used for another message", code="replayed_signature"
@@ -117,7 +129,7 @@ class Outbox:
         ]
         for fields, queue in batch:
             flat: list[str | int] = []
-            for name, value in fields.items():
+            for name, value in self.sealer.seal_fields(str(fields["id"]), fields).items():
                 flat += [name, value]
             script_keys.append(keys.delivery(str(fields["id"])))
             args += [str(fields["id"]), group_number[queue], len(flat), *flat]
@@ -147,22 +159,23 @@ class Outbox:
             )
         )
 
-    def replay(self, delivery_id: str, queue: str) -> bool:
+    def replay(self, delivery_id: str, queue: str, *, replicas: Replicas | None = None) -> bool:
         """Send a dead letter again under the same delivery id; false if not dead (any more).
 
         The retry policy starts over from here (``attempt_base``, a fresh ``max_age``
-        window); the attempt counter does not, so attempt records stay numbered."""
+        window); the attempt counter does not, so attempt records stay numbered.
+        ``replicas`` as for ``accept_event``."""
         now = time.time()
         message = encode_task_message(keys.DELIVER_TASK, [delivery_id], queue)
-        return bool(
-            self._replay(
-                keys=[
-                    keys.DLQ,
-                    keys.delivery(delivery_id),
-                    keys.INFLIGHT,
-                    queue,
-                    keys.attempts(delivery_id),
-                ],
-                args=[delivery_id, message, now + self.lease, f"{now:.6f}", self.retention],
-            )
+        call = ScriptCall(
+            self._replay,
+            [
+                keys.DLQ,
+                keys.delivery(delivery_id),
+                keys.INFLIGHT,
+                queue,
+                keys.attempts(delivery_id),
+            ],
+            [delivery_id, message, now + self.lease, f"{now:.6f}", self.retention],
         )
+        return bool((replicas or Replicas()).run(self.redis, call))

@@ -5,6 +5,10 @@ operations layer (``relay.admin.listings``) pages and filters through its batche
 and ``relay.state.deliveries.Store`` extends it with the writes: claiming, finishing and
 dead-lettering a delivery. Reads never fail on a malformed value (a record written by
 an older version, a hand-edited key): bytes decode with replacement characters.
+
+Sealed values (``relay.state.sealing``) are opened here, so every reader sees plain
+text; one sealed with a key no longer configured reads as a note of why (an event: its
+clear fields, the note as its text, and ``unreadable`` beside it), never as an error.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import redis
 
 from relay.state import keys
 from relay.state.lifecycle import DeliveryRecord, DeliveryStatus
+from relay.state.sealing import PLAIN, Sealer
 from relay.state.tasks import TaskLinks
 
 
@@ -87,8 +92,9 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
 class Records:
     """Reads the relay's records."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, sealer: Sealer = PLAIN) -> None:
         self.redis = client
+        self.sealer = sealer
 
     # events ---------------------------------------------------------------------------
     def event_tasks(self, event_id: str) -> list[dict[str, Any]]:
@@ -106,27 +112,38 @@ class Records:
         ]
 
     def event(self, event_id: str) -> dict[str, Any] | None:
-        raw = _decode(self.redis.hgetall(keys.event(event_id)))
+        """The event, when it was received and its stored status; ``unreadable`` says
+        why an event that does not open holds only its clear fields."""
+        [raw] = self.event_fields([event_id])
         if not raw:
             return None
-        return {
+        found = {
             "event": json.loads(raw["data"]),
             "received_at": float(raw.get("received_at", 0)),
             "status": raw.get("status", "unknown"),
         }
+        if "unreadable" in raw:
+            found["unreadable"] = raw["unreadable"]
+        return found
 
     def event_fields(self, event_ids: Sequence[str]) -> list[dict[str, str]]:
-        """Each event's hash as stored (``data``, ``received_at``, ``status``; empty if
-        gone), in one round trip."""
+        """Each event's hash (``data`` opened, ``received_at``, ``status``, and
+        ``unreadable`` if it does not open; empty if gone), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for event_id in event_ids:
             pipe.hgetall(keys.event(event_id))
-        return [_decode(raw) for raw in pipe.execute()]
+        found = [_decode(raw) for raw in pipe.execute()]
+        for record in found:
+            if "data" in record:
+                record["data"], why = self.sealer.shown_event(record["data"])
+                if why is not None:
+                    record["unreadable"] = why
+        return found
 
     def event_data(self, event_id: str) -> str | None:
         """The event's JSON, if its record has not expired."""
         data = self.redis.hget(keys.event(event_id), "data")
-        return data.decode(errors="replace") if data else None
+        return self.sealer.shown_event(data.decode(errors="replace"))[0] if data else None
 
     def received_at(self, event_id: str | bytes) -> float | None:
         """When the event was received, from the events index; ``None`` if not in it."""
@@ -188,12 +205,17 @@ class Records:
         pipe = self.redis.pipeline(transaction=False)
         for delivery_id in delivery_ids:
             pipe.hgetall(keys.delivery(delivery_id))
-        return [DeliveryRecord.from_fields(raw) if raw else None for raw in pipe.execute()]
+        return [
+            DeliveryRecord.from_fields(self.sealer.open_fields(delivery_id, _decode(raw)))
+            if raw
+            else None
+            for delivery_id, raw in zip(delivery_ids, pipe.execute(), strict=True)
+        ]
 
     def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
         """The attempt records, oldest first; an entry that is not a JSON object is skipped."""
         found = (_json_object(a) for a in self.redis.lrange(keys.attempts(delivery_id), 0, -1))
-        return [a for a in found if a is not None]
+        return [self.sealer.open_attempt(delivery_id, a) for a in found if a is not None]
 
     # dead letters ---------------------------------------------------------------------
     def dead_letters(

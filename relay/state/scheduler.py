@@ -14,6 +14,9 @@ item moves in one Redis script that first checks it is still due:
 - the in-flight set: a task whose deadline passed (its message was lost, or its
   worker died) is pushed again; the delivery's own status check drops duplicates.
 
+It also moves the fan-out mark of ordered delivery (``relay.state.lanes``) over the events
+fanned out since the last tick, so an ordered delivery seldom waits for the look itself.
+
 And one watch: a worker whose heartbeat stopped (``relay.state.heartbeats``) has its
 reserved messages put back in their queues and the locks of its begun runs released,
 seconds after it died instead of at those deadlines. The watch waits until this
@@ -35,6 +38,7 @@ from relay.state import keys
 from relay.state.celery_message import encode_task_message
 from relay.state.gate import FULL_WAIT, PAUSE_RECHECK, PROBE_BUSY_WAIT
 from relay.state.heartbeats import DEAD_AFTER, Heartbeats
+from relay.state.lanes import Lanes
 from relay.state.lua import load_script
 from relay.state.outbox import Outbox
 
@@ -61,6 +65,7 @@ class Scheduler:
         self.dead_after = DEAD_AFTER
         self._watching_since: float | None = None  # monotonic; None after a Redis error
         self._release = load_script(client, "release_due.lua")
+        self.lanes = Lanes(client)
         self.held = 0  # due deliveries the last sweep kept scheduled: their target is blocked
 
     def _queue_of(self, delivery_id: str) -> str | None:
@@ -170,6 +175,7 @@ class Scheduler:
             self.recover_dead_workers()
         released = self.release_due(now)
         requeued = self.requeue_lost(now)
+        self.lanes.advance_mark(self.batch)
         self.trim(now)
         self.redis.set(keys.SCHEDULER_HEARTBEAT, f"{now:.6f}", ex=3600)
         return released, requeued

@@ -268,7 +268,9 @@ ACCESS: dict[str, dict[str, str]] = {
     "SCHEDULE": {"web": R, "worker": W, "scheduler": W, "cli": R},
     "INFLIGHT": {"web": W, "worker": W, "scheduler": W, "cli": W},
     "DLQ": {"web": W, "worker": W, "scheduler": NO, "cli": W},
-    "EVENTS": {"web": W, "worker": NO, "scheduler": W, "cli": W},
+    "EVENTS": {"web": W, "worker": R, "scheduler": W, "cli": W},
+    "lane": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "FANNED_OUT": {"web": NO, "worker": W, "scheduler": W, "cli": NO},
     "SCHEDULER_HEARTBEAT": {"web": R, "worker": NO, "scheduler": W, "cli": R},
     "SEEN": {"web": NO, "worker": NO, "scheduler": NO, "cli": R},
     "WORKERS": {"web": NO, "worker": W, "scheduler": W, "cli": R},
@@ -276,8 +278,8 @@ ACCESS: dict[str, dict[str, str]] = {
     "KOMBU_UNACKED_INDEX": {"web": NO, "worker": W, "scheduler": W, "cli": NO},
     "dedupe": {"web": W, "worker": NO, "scheduler": NO, "cli": W},
     "single_use": {"web": W, "worker": NO, "scheduler": NO, "cli": W},
-    "event": {"web": W, "worker": W, "scheduler": NO, "cli": W},
-    "event_deliveries": {"web": W, "worker": W, "scheduler": NO, "cli": W},
+    "event": {"web": W, "worker": W, "scheduler": R, "cli": W},
+    "event_deliveries": {"web": W, "worker": W, "scheduler": R, "cli": W},
     "delivery": {"web": W, "worker": W, "scheduler": W, "cli": W},
     "attempts": {"web": W, "worker": W, "scheduler": NO, "cli": W},
     "lock": {"web": NO, "worker": W, "scheduler": W, "cli": NO},
@@ -372,6 +374,9 @@ SCRIPT_USERS = {
     "heartbeat.lua": ("worker",),
     "compare_and_delete.lua": ("worker",),
     "release_due.lua": ("scheduler",),
+    "lane_admit.lua": ("worker",),
+    "fanout_mark.lua": ("scheduler",),
+    "reseal.lua": ("cli",),
     "requeue_inflight.lua": ("scheduler",),
     "dead_workers.lua": ("scheduler",),
     "recover_worker.lua": ("scheduler",),
@@ -438,7 +443,13 @@ def test_replicas_confirm_writes_and_a_sentinel_promotes_one_with_their_users(
         sentinel.wait(watcher)
         wait_for(lambda: linked(replica), timeout=30)
         path = write_config(ops_config("http://127.0.0.1:9/in"))
-        web = make_app(path, redis_url=primary.url("web"), redis_min_replicas=1).test_client()
+        web = make_app(
+            path,
+            redis_url=primary.url("web"),
+            redis_min_replicas=1,
+            redis_replica_timeout=2.0,  # a loaded machine can be slow to acknowledge
+            redis_timeout=5.0,
+        ).test_client()
         assert signed_post(web, EVENT).status_code == 202
         _, token = ApiKeys(primary.admin).create("ops", "admin")
         paused = web.post(

@@ -8,7 +8,9 @@ verifies the certificate against the URL's host name. Redirects are never follow
 and environment proxies are ignored. The guard and the address policy live in
 ``relay.guarded`` and ``relay.addresses``, which ``relay poll`` uses too; ``send``
 turns transport failures into typed delivery errors and answers with an
-``HttpAnswer``, which ``workers.net.outcomes`` classifies.
+``HttpAnswer``, which ``workers.net.outcomes`` classifies. In a shadow delivery's dry
+run (``workers.net.dryrun``) ``send`` captures the request and answers a synthetic
+success instead: no connection, no DNS.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from relay import __version__, guarded
 from relay.addresses import safe_url
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from relay.guarded import AddrInfo, BlockedAddress, os_reason
+from workers.net import dryrun
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 __all__ = ["AddrInfo", "BlockedAddress", "HttpAnswer", "guarded_pool", "send"]
@@ -171,6 +174,8 @@ def send(
         data = jsonlib.dumps(json, allow_nan=False).encode()
         request_headers["Content-Type"] = "application/json"
     request_headers.update(headers or {})
+    if (run := dryrun.current()) is not None:  # a shadow delivery: capture, never send
+        return _dry_answer(run, method, url, request_headers, data)
     deadline = time.monotonic() + timeout
     try:
         target = parse_url(url)
@@ -203,6 +208,22 @@ def send(
     except (HTTPError, OSError) as exc:
         raise RetryableDeliveryError(f"request to {where} failed: {_reason(exc)}") from None
     return HttpAnswer(status=raw.status, headers=raw.headers, body=content, url=url)
+
+
+def _dry_answer(
+    run: dryrun.DryRun, method: str, url: str, headers: HTTPHeaderDict, data: bytes | None
+) -> HttpAnswer:
+    """The request captured (a URL urllib3 would refuse is refused the same way) and
+    a synthetic success every chat platform's adapter reads as sent."""
+    try:
+        target = parse_url(url)
+    except ValueError as exc:
+        raise PermanentDeliveryError(f"invalid request to {safe_url(url)}: {exc}") from None
+    if target.scheme not in ("http", "https") or not target.host:
+        raise PermanentDeliveryError(f"invalid request to {safe_url(url)}: not an HTTP URL")
+    run.capture(method, url, {name: headers[name] for name in headers}, data)
+    answer_headers = {"Content-Type": "application/json", "X-Relay-Dry-Run": "1"}
+    return HttpAnswer(status=200, headers=answer_headers, body=dryrun.SYNTHETIC_ANSWER, url=url)
 
 
 def _read_capped(raw: BaseHTTPResponse, deadline: float) -> bytes:

@@ -17,17 +17,35 @@ from kombu.transport import redis as kombu_redis
 SCHEMES = ("redis", "rediss")  # the URLs kombu serves with its plain Redis transport
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class OneClientPerChannel:
+    """The client reuse, for the plain and the Sentinel channel alike (a Sentinel
+    channel's pool stays the same object across a failover: its connections ask the
+    Sentinels for the master whenever they reconnect)."""
+
     _sync_client: Any = None
+    pool: Any
 
     def _create_client(self, asynchronous: bool = False) -> Any:
+        make = super()._create_client  # type: ignore[misc]  # the kombu channel's
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return make(asynchronous=True)
         client = self._sync_client
         if client is None or client.connection_pool is not self.pool:
-            client = self._sync_client = super()._create_client()
+            client = self._sync_client = make()
         return client
+
+
+class Channel(OneClientPerChannel, kombu_redis.Channel):  # type: ignore[misc]
+    pass
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
+
+
+class SentinelChannel(OneClientPerChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    pass
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    Channel = SentinelChannel

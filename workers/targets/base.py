@@ -82,6 +82,9 @@ class DeliveryContext:
     # set on a chained delivery (a confirmation): what the delivery it follows produced
     # (``task``, ``files``), seen by templates beside ``event``
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # a shadow route's delivery: rendered in full, its requests captured, nothing sent
+    # (``workers.net.dryrun`` does it where requests leave; adapters need not look)
+    shadow: bool = False
 
     @cached_property
     def event(self) -> GroupEvent:

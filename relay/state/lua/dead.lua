@@ -1,6 +1,7 @@
 -- Dead-letter a delivery (Store.finish_dead): keep its record, attempts and event copy
 -- until replayed or purged, release the lock if this run still holds it, and count the
--- death (and the last attempt, if there was one) for the target.
+-- death (and the last attempt, if there was one) for the target. A dead head of an
+-- ordered lane leaves it and wakes the next, which records that it went on without it.
 --
 -- KEYS[1]  the delivery record (hash)
 -- KEYS[2]  the delivery's attempts (list of JSON)
@@ -21,6 +22,7 @@
 -- Returns  1
 
 --!include lib/count_attempt.lua
+--!include lib/lane.lua
 
 local delivery_key = KEYS[1]
 local attempts_key = KEYS[2]
@@ -47,6 +49,8 @@ redis.call('PERSIST', attempts_key)
 redis.call('ZADD', dlq, now, delivery_id)
 redis.call('ZREM', inflight, 'deliver:' .. delivery_id)
 redis.call('ZREM', schedule, delivery_id)
+lane_leave(delivery_key, delivery_id, schedule, now,
+           cjson.encode({reason = 'dead_letter', skipped = delivery_id}))
 -- another run may hold the lock now (ours expired): leave it to that run
 if redis.call('GET', lock_key) == token then redis.call('DEL', lock_key) end
 redis.call('HINCRBY', minute_stats, 'dead', 1)

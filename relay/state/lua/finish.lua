@@ -1,6 +1,8 @@
 -- End a run that delivered, will retry, or waits (Store.finish_delivered, finish_retry,
 -- park): record the attempt and fields, leave the in-flight set, maybe schedule, release
--- the lock if this run still holds it, and count the outcome (relay.state.stats).
+-- the lock if this run still holds it, and count the outcome (relay.state.stats). A
+-- delivered head of an ordered lane leaves it and wakes the next (lib/lane.lua) in this
+-- same step, so no crash leaves a lane waiting for a delivery that is done.
 --
 -- KEYS[1]  the delivery record (hash)
 -- KEYS[2]  the delivery's attempts (list of JSON)
@@ -22,6 +24,7 @@
 -- Returns  1
 
 --!include lib/count_attempt.lua
+--!include lib/lane.lua
 
 local delivery_key = KEYS[1]
 local attempts_key = KEYS[2]
@@ -47,7 +50,12 @@ if attempt ~= '' then
   redis.call('EXPIRE', attempts_key, retention)
 end
 redis.call('HSET', delivery_key, unpack(ARGV, first_field))
-if due ~= '' then redis.call('ZADD', schedule, due, delivery_id) end
+if due ~= '' then
+  redis.call('ZADD', schedule, due, delivery_id)
+else  -- delivered: the next of its lane may go (its record's clock, as the record's times)
+  lane_leave(delivery_key, delivery_id, schedule,
+             redis.call('HGET', delivery_key, 'updated_at') or '0', nil)
+end
 redis.call('ZREM', inflight, 'deliver:' .. delivery_id)
 -- another run may hold the lock now (ours expired): leave it to that run
 if redis.call('GET', lock_key) == token then redis.call('DEL', lock_key) end

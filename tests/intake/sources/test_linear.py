@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -333,16 +334,21 @@ def test_other_media_type_is_415(client: FlaskClient, redis_client: redis.Redis)
 
 
 @pytest.mark.parametrize(
-    ("body", "where"),
+    ("make", "where"),
     [
-        (b"[1, 2]", "JSON object"),
-        (encode(payload("Issue", "create", {"title": "no identifier"})), "data.identifier"),
-        (encode({**comment("hi"), "data": {"body": "hi", "issue": {}}}), "data.issue.identifier"),
+        (lambda: b"[1, 2]", "JSON object"),
+        (lambda: encode(payload("Issue", "create", {"title": "no identifier"})), "data.identifier"),
+        (
+            lambda: encode({**comment("hi"), "data": {"body": "hi", "issue": {}}}),
+            "data.issue.identifier",
+        ),
     ],
+    ids=["array", "issue-without-identifier", "comment-without-issue"],
 )
 def test_unmappable_is_422(
-    client: FlaskClient, redis_client: redis.Redis, body: bytes, where: str
+    client: FlaskClient, redis_client: redis.Redis, make: Callable[[], bytes], where: str
 ) -> None:
+    body = make()  # built now, not at collection: webhookTimestamp must be fresh
     response = post(client, "linear", body, sign(body))
     assert_refused(response, 422, "invalid_event", redis_client)
     assert where in response.get_json()["detail"]
@@ -494,6 +500,7 @@ def test_other_payloads_are_acknowledged(
 ) -> None:
     """Nothing of a task's to post, but queued as ``custom`` (routes can still pick it up)
     and answered 200, so Linear neither retries it nor disables the webhook."""
+    body = {**body, "webhookTimestamp": now_ms()}  # built at collection: stamp it now
     event = accepted(client, redis_client, body)
     assert event["type"] == "custom"
     assert event["text"] == f"{body['type']} {body['action']}"
