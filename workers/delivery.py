@@ -71,13 +71,13 @@ def _dead(
     event_json: str,
     *,
     token: str,
-    breaker: tuple[TargetConfig, ScriptCall] | None = None,
+    breaker: tuple[TargetConfig, ScriptCall | None] | None = None,
 ) -> str:
     """Dead-letter the delivery, keeping the last attempt (if any) and the event; the
     attempt's ``breaker`` record goes in the same round trip."""
-    also = [breaker[1]] if breaker else []
+    also = [breaker[1]] if breaker and breaker[1] else []
     answers = ctx.store.finish_dead(delivery_id, record, reason, event_json, token=token, also=also)
-    if breaker:
+    if breaker and breaker[1]:
         _log_breaker(bound, breaker[0], answers)
     bound.warning("deliver.dead", reason=reason, error=(record or {}).get("error"))
     return AttemptOutcome.DEAD
@@ -103,7 +103,7 @@ def _context(
     run = None
     if shadow:  # its requests are captured on the record, never sent
         secrets = ctx.config.secrets | dryrun.option_secrets(target.options)
-        run = dryrun.recording(ctx.store.redis, delivery_id, secrets)
+        run = dryrun.recording(ctx.store.redis, delivery_id, secrets, ctx.store.sealer)
     dryrun.switch(run)  # right before the adapter runs, in its green thread
     return DeliveryContext(
         delivery_id=delivery_id,
@@ -147,15 +147,15 @@ def _wait(
 
 
 def _breaker(
-    ctx: WorkerContext,
-    bound: Any,
-    target: TargetConfig,
-    delivery_id: str,
-    failure: DeliveryError | None,
-) -> ScriptCall:
+    ctx: WorkerContext, bound: Any, claimed: _Claimed, failure: DeliveryError | None
+) -> ScriptCall | None:
     """The outcome as the breaker's record, to run with the attempt's finish. Only
     retryable failures say the target is unwell; a platform's throttle makes the whole
-    target wait instead."""
+    target wait instead. A shadow attempt sent nothing, so it says nothing of the target
+    (a captured success must not close a circuit the live deliveries opened)."""
+    if claimed.shadow:
+        return None
+    target, delivery_id = claimed.target, claimed.delivery_id
     if isinstance(failure, TargetThrottled):
         ctx.gate.throttle(target.id, failure.retry_after or 60.0)
         bound.warning("target.throttled", for_seconds=failure.retry_after)
@@ -168,6 +168,8 @@ def _breaker(
 
 
 def _log_breaker(bound: Any, target: TargetConfig, answers: list[Any]) -> None:
+    if not answers:  # no breaker record went with the finish
+        return
     state = breaker_state(answers[0])
     if state == "opened":
         bound.warning("circuit.opened", target=target.id)
@@ -186,6 +188,11 @@ class _Claimed:
     bound: Any
     hold: float | None = None  # an ordered delivery's lane hold (relay.state.lanes)
     lane: LaneVerdict | None = None  # its lane's answer: the break it makes, the next one
+
+    @property
+    def shadow(self) -> bool:
+        """Captured, never sent: it takes no rate slot and says nothing of the target."""
+        return self.begun.delivery.mode is RouteMode.SHADOW
 
 
 def run_delivery(ctx: WorkerContext, delivery_id: str) -> str:
@@ -214,6 +221,8 @@ def run_deliveries(
         else:
             ready.append((n, claimed))
     ready = _in_lanes(ctx, ready, outcomes)
+    admitted = [(n, c) for n, c in ready if c.shadow]
+    ready = [(n, c) for n, c in ready if not c.shadow]
     gate_calls = [
         ctx.gate.admit_call(
             c.target.id,
@@ -226,7 +235,6 @@ def run_deliveries(
         )
         for _, c in ready
     ]
-    admitted: list[tuple[int, _Claimed]] = []
     for (n, c), answer in zip(ready, run_together(ctx.store.redis, gate_calls), strict=True):
         verdict = admission(answer)
         if verdict.admitted:
@@ -380,17 +388,18 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
         )
         if result.chain:  # before finishing: a crash in between repeats nothing twice
             chain.start(ctx, delivery, delivery_id, result.chain)
-        breaker = _breaker(ctx, bound, target_config, delivery_id, None)
+        breaker = _breaker(ctx, bound, claimed, None)
+        also = [breaker] if breaker else []
         _log_breaker(
             bound,
             target_config,
-            store.finish_delivered(delivery_id, record, token=begun.token, also=[breaker]),
+            store.finish_delivered(delivery_id, record, token=begun.token, also=also),
         )
         bound.info("deliver.ok", ms=round(elapsed * 1000, 2), status=result.status)
         _hand_over(ctx, claimed)
         return AttemptOutcome.DELIVERED
 
-    breaker = _breaker(ctx, bound, target_config, delivery_id, failure)
+    breaker = _breaker(ctx, bound, claimed, failure)
     retry_after = getattr(failure, "retry_after", None)
     record = _attempt(
         begun.attempt,
@@ -433,7 +442,8 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
         )
         _hand_over(ctx, claimed)
         return dead
-    retried = store.finish_retry(delivery_id, record, due, token=begun.token, also=[breaker])
+    also = [breaker] if breaker else []
+    retried = store.finish_retry(delivery_id, record, due, token=begun.token, also=also)
     _log_breaker(bound, target_config, retried)
     bound.info("deliver.retry", in_seconds=round(due - time.time(), 3), error=record.get("error"))
     return AttemptOutcome.RETRY

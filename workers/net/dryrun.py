@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from relay.redact import MASK, redact
 from relay.state import keys
 from relay.state.lifecycle import DeliveryRecord
+from relay.state.sealing import PLAIN, Sealer
 
 BODY_CAP = 64 * 1024  # characters of a captured body kept in the record
 MAX_REQUESTS = 20  # requests kept per attempt; an adapter looping would stop here
@@ -132,15 +133,18 @@ def switch(run: DryRun | None) -> None:
     _current.set(run)
 
 
-def recording(client: redis.Redis, delivery_id: str, secrets: frozenset[str]) -> DryRun:
+def recording(
+    client: redis.Redis, delivery_id: str, secrets: frozenset[str], sealer: Sealer = PLAIN
+) -> DryRun:
     """A shadow attempt's dry run, kept on the delivery record (``captured``) as it grows,
-    so an attempt that fails half way still shows what it would have sent."""
+    so an attempt that fails half way still shows what it would have sent. The body quotes
+    the message, so it is sealed like the record's other such fields."""
     key = keys.delivery(delivery_id)
     client.hdel(key, "captured")  # the previous attempt's
 
     def store(requests: list[dict[str, Any]]) -> None:
         fields = DeliveryRecord(captured=json.dumps(requests, ensure_ascii=False)).to_fields()
-        client.hset(key, mapping=fields)
+        client.hset(key, mapping=sealer.seal_fields(delivery_id, fields))
 
     return DryRun(secrets=secrets, on_capture=store)
 
