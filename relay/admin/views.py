@@ -161,4 +161,18 @@ def attempt_view(
         "error": _text(attempt.get("error"), redactor),
         "response": _text(attempt.get("response"), redactor, RESPONSE_CAP),
         "request": request,
+        "order_break": order_break_view(attempt.get("order_break")),
+    }
+
+
+def order_break_view(value: Any) -> dict[str, Any] | None:
+    """An ordered delivery that went ahead of an earlier one of its group: why, and which
+    one it passed (``docs/ordering.md``)."""
+    if not isinstance(value, dict) or not isinstance(value.get("reason"), str):
+        return None
+    skipped = value.get("skipped")
+    return {
+        "reason": value["reason"],
+        "skipped": skipped if isinstance(skipped, str) else None,
+        "held_s": number(value.get("held_s")),
     }

@@ -64,6 +64,18 @@ class AttemptRequest(BaseModel):
     idempotency_key: str
 
 
+class OrderBreak(BaseModel):
+    """Why an ordered delivery went ahead of an earlier one of its group."""
+
+    reason: str = Field(
+        description="`hold` (the earlier one kept retrying past `ordering_hold`), "
+        "`dead_letter` (it was dead-lettered) or `late_fanout` (its event's fan-out came "
+        "after the hold)."
+    )
+    skipped: str | None = Field(description="The delivery id it went ahead of.")
+    held_s: float | None = Field(description="How long it waited behind it, in seconds.")
+
+
 class Attempt(_Model):
     n: int = Field(description="Attempt number, from 1.")
     started_at: float | None
@@ -74,6 +86,9 @@ class Attempt(_Model):
     error: str | None
     response: str | None = Field(description="Excerpt of the answer, redacted and capped.")
     request: AttemptRequest
+    order_break: OrderBreak | None = Field(
+        None, description="Set on the attempt of an ordered delivery sent out of order."
+    )
 
 
 # How ``relay.admin.views.delivery_view`` shows each kind of record field.

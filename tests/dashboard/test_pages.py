@@ -85,6 +85,21 @@ def test_an_event_shows_its_deliveries_attempts_and_payload(dash: Dash) -> None:
     assert "permanent failure" in delivery and event_id in delivery
 
 
+def test_an_attempt_sent_out_of_order_says_which_delivery_it_went_ahead_of(dash: Dash) -> None:
+    (_, [stuck]), (_, [released]) = dash.event(), dash.event()
+    dash.runtime.store.add_attempt(
+        released,
+        {"n": 1, "outcome": "delivered", "status": 200, "duration_ms": 3.0,
+         "order_break": {"reason": "hold", "skipped": stuck, "held_s": 600.24}},
+    )  # fmt: skip
+    client = dash.login("read")
+    html = client.get(f"/dashboard/deliveries/{released}").get_data(as_text=True)
+    assert "out of order: sent ahead of" in html and "after 600.2 s held" in html
+    assert f'href="/dashboard/deliveries/{stuck}"' in html
+    plain = client.get(f"/dashboard/deliveries/{stuck}").get_data(as_text=True)
+    assert "out of order" not in plain
+
+
 def test_unknown_records_and_pages_answer_404_in_html(dash: Dash) -> None:
     client = dash.login("read")
     for path in ("/dashboard/events/evt_nope", "/dashboard/deliveries/dlv_nope",

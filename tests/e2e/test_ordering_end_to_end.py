@@ -27,6 +27,7 @@ from werkzeug import Request, Response
 
 from relay.state import keys
 from relay.state.outbox import Outbox
+from tests import records
 from tests.conftest import RelayProcesses, ops_config, wait_for
 from tests.pipeline_support import signed_post
 
@@ -196,6 +197,12 @@ def test_the_hold_releases_the_later_ones_and_records_the_break(
     assert released["order_break"]["skipped"] == ids[0]
     assert released["order_break"]["held_s"] >= 1
     assert all("order_break" not in a for a in attempts(redis_client, ids[2]))
+    tokens, _ = records.scoped_keys(redis_client)
+    shown = client.get(
+        f"/api/v1/deliveries/{ids[1]}", headers={"Authorization": f"Bearer {tokens['read']}"}
+    ).get_json()
+    [api] = [a for a in shown["attempts_log"] if a["outcome"] == "delivered"]
+    assert api["order_break"] == released["order_break"]  # the API shows the break
     assert redis_client.hget(keys.STATS_TARGETS, "sink|order_break|hold") == b"1"
     assert "deliver.order_broken" in procs.log("worker")
     assert all(redis_client.hget(keys.event(e), "status") == b"routed" for e in events)
