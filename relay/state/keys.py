@@ -193,11 +193,29 @@ def task_origin(target_id: str, task_key: str) -> str:
 
 
 def feishu_token(digest: str) -> str:
+    """STRING: a cached Feishu tenant token, by digest of API base and app id."""
     return f"{PREFIX}feishu:token:{digest}"
 
 
 def wecom_token(digest: str) -> str:
+    """STRING: a cached WeCom app token, by digest of API base, corp id and app Secret
+    (each app of a corp has its own Secret, and so its own token)."""
     return f"{PREFIX}wecom:token:{digest}"
+
+
+def linear_team(account: str, ref: str) -> str:
+    """STRING, TTL: a Linear team (JSON: id, key, name) by key or id, cached for workers."""
+    return f"{PREFIX}linear:team:{account}:{ref}"
+
+
+RESEAL = PREFIX + "reseal"  # HASH: a rotate-data walk's position and counts, for a resumed run
+RESEAL_LOCK = PREFIX + "reseal:lock"  # STRING, TTL: the token of the rotate-data run walking now
+
+
+def github_token(digest: str) -> str:
+    """STRING: a cached GitHub App installation token, by digest of API base, app id and
+    installation id."""
+    return f"{PREFIX}github:token:{digest}"
 
 
 def task_echoes(target_id: str, task_key: str) -> str:

@@ -40,8 +40,8 @@ from relay.state.sealing import (
     delivery_field,
 )
 
-STATE = keys.PREFIX + "reseal"  # HASH: the walk's position and counts, for a resumed run
-LOCK = keys.PREFIX + "reseal:lock"  # STRING with TTL: the token of the run walking now
+STATE = keys.RESEAL
+LOCK = keys.RESEAL_LOCK
 LOCK_TTL = 60
 EXAMPLES = 5  # unreadable values named in the summary
 

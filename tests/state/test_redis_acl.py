@@ -315,8 +315,10 @@ ACCESS: dict[str, dict[str, str]] = {
     "task_burst": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "task_updates": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "content": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
-    "relay:github:token:0a1b": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
-    "relay:linear:team:acme:ENG": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "github_token": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "linear_team": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "RESEAL": {"web": NO, "worker": NO, "scheduler": NO, "cli": W},  # relay keys rotate-data
+    "RESEAL_LOCK": {"web": NO, "worker": NO, "scheduler": NO, "cli": W},
     "relay:feishu:drive:pace:0a1b": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "relay:feishu:folder:0a1b": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "unacked_mutex": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},

@@ -17,7 +17,6 @@ from relay.errors import PermanentDeliveryError, RetryableDeliveryError, TargetT
 from tests.pm.feishu_fake import APP_ID, APP_SECRET, FeishuAuth, answer
 from tests.workers.support import assert_hidden
 from workers.net.feishu_auth import (
-    EARLY,
     TenantTokens,
     TokenRejected,
     bearer,
@@ -26,6 +25,7 @@ from workers.net.feishu_auth import (
     with_token,
 )
 from workers.net.http import guarded_pool, send
+from workers.net.shared_tokens import EARLY
 
 
 @pytest.fixture

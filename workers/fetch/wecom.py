@@ -49,8 +49,8 @@ from workers.fetch.url import (
 )
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import json_object, response_text
+from workers.net.shared_tokens import SharedToken, cache_life
 from workers.net.stream import StreamAnswer
-from workers.targets.dingtalk_app import EARLY, AccessTokens
 
 TOKEN_CODES = frozenset({40014, 42001})  # invalid / expired access_token
 RETRY_CODES = frozenset({-1, 45009, 45033})  # system busy, over a frequency limit
@@ -71,11 +71,6 @@ class TokenExpired(RetryableDeliveryError):
     """WeCom refused the access token: fetch a new one and ask once more."""
 
 
-def token_key(digest: str) -> str:
-    """STRING: a WeCom app's access token (``digest`` of base, corp id and secret)."""
-    return f"{keys.PREFIX}wecom:token:{digest}"
-
-
 def wecom_error(body: dict[str, Any], what: str, status: int, secrets: list[str]) -> DeliveryError:
     """The error a WeCom ``{errcode, errmsg}`` means, with WeCom's own message."""
     code = body.get("errcode")
@@ -89,17 +84,17 @@ def wecom_error(body: dict[str, Any], what: str, status: int, secrets: list[str]
     return PermanentDeliveryError(f"{said}; {hint}" if hint else said, status=status)
 
 
-class CorpTokens(AccessTokens):
-    """A WeCom app's ``access_token``, shared like DingTalk's (``AccessTokens``: Redis,
-    a ``SET NX`` lock, refreshed when refused); each app of a corp has its own Secret
-    and so its own token, hence the Secret's digest in the key."""
+class CorpTokens(SharedToken):
+    """A WeCom app's ``access_token``, shared by every worker
+    (``workers.net.shared_tokens``); each app of a corp has its own Secret and so its own
+    token, hence the Secret's digest in the key."""
 
     def __init__(self, api_base: str, corp_id: str, corp_secret: str, allow_private: bool):
-        super().__init__(api_base, corp_id, corp_secret, allow_private)
+        digest = hashlib.sha256(f"{api_base}\n{corp_id}\n{corp_secret}".encode()).hexdigest()
+        super().__init__(keys.wecom_token(digest[:32]))
         self.url = f"{api_base}/cgi-bin/gettoken"
         self.credentials = {"corpid": corp_id, "corpsecret": corp_secret}
-        digest = hashlib.sha256(f"{api_base}\n{corp_id}\n{corp_secret}".encode()).hexdigest()
-        self.key = token_key(digest[:32])
+        self.allow_private = allow_private
 
     def fetch(self, timeout: float) -> tuple[str, int]:
         """``gettoken``: the token and how long (s) it may be cached."""
@@ -112,8 +107,7 @@ class CorpTokens(AccessTokens):
         body = json_object(response_text(answer))
         token, expires = body.get("access_token"), body.get("expires_in")
         if 200 <= answer.status < 300 and body.get("errcode", 0) == 0 and isinstance(token, str):
-            life = expires if isinstance(expires, int) and expires > 0 else 7200
-            return token, life - EARLY if life > 2 * EARLY else max(1, life // 2)
+            return token, cache_life(expires)
         if not isinstance(body.get("errcode"), int):
             raise refused(answer, what, [secret])
         raise wecom_error(body, what, answer.status, [secret])

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
@@ -25,15 +23,13 @@ from relay.errors import (
     TargetThrottled,
 )
 from relay.state import keys
-from relay.state.lua import load_script
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import classify, excerpt, parse_retry_after, response_text
+from workers.net.shared_tokens import SharedToken, cache_life
 
 FEISHU_API = "https://open.feishu.cn"
 LARK_API = "https://open.larksuite.com"
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
-EARLY = 300  # seconds: a cached token is dropped this long before Feishu expires it
-LOCK_WAIT = 5.0  # seconds a worker waits for another worker's token fetch
 THROTTLE_WAIT = 5.0  # seconds the target waits after a frequency limit without a hint
 
 # The token was refused: invalid tenant/app/user token, invalid or expired access token.
@@ -62,55 +58,21 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-class TenantTokens:
-    """The app's ``tenant_access_token``, cached in Redis for every worker until shortly
-    before it expires. One worker fetches (a ``SET NX`` lock) while the others wait for
-    its result; a worker that waits longer than ``LOCK_WAIT`` fetches too (harmless:
-    Feishu hands out the same token until its last 30 minutes). Without Redis the token
-    is cached in the process."""
+class TenantTokens(SharedToken):
+    """The app's ``tenant_access_token``, shared by every worker
+    (``workers.net.shared_tokens``): Feishu hands out the same token until its last 30
+    minutes, so a rare double fetch is harmless."""
 
     def __init__(self, api_base: str, app_id: str, app_secret: str, allow_private: bool):
         api_base = api_base.rstrip("/")
+        digest = hashlib.sha256(f"{api_base}\n{app_id}".encode()).hexdigest()[:32]
+        super().__init__(keys.feishu_token(digest))
         self.url = f"{api_base}{TOKEN_PATH}"
         self.credentials = {"app_id": app_id, "app_secret": app_secret}
         self.allow_private = allow_private
-        digest = hashlib.sha256(f"{api_base}\n{app_id}".encode()).hexdigest()[:32]
-        self.key = keys.feishu_token(digest)
-        self._local: tuple[str, float] | None = None
 
     def __repr__(self) -> str:  # never the secret
         return f"TenantTokens({self.url!r}, app_id={self.credentials['app_id']!r})"
-
-    def get(self, state: Any, timeout: float, *, rejected: str | None = None) -> str:
-        """A valid token; ``rejected`` is one Feishu just refused (never returned)."""
-        if state is None:
-            local = self._local
-            if local and local[0] != rejected and local[1] > time.monotonic():
-                return local[0]
-            token, ttl = self.fetch(timeout)
-            self._local = (token, time.monotonic() + ttl)
-            return token
-        cached = _text(state.get(self.key))
-        if cached and cached != rejected:
-            return cached
-        if cached and rejected:  # forget it, unless another worker already replaced it
-            _compare_and_delete(state, self.key, rejected)
-        lock, mine = f"{self.key}:lock", secrets.token_hex(8)
-        locked = state.set(lock, mine, nx=True, px=int((timeout + LOCK_WAIT) * 1000))
-        if not locked:
-            deadline = time.monotonic() + min(LOCK_WAIT, timeout)
-            while time.monotonic() < deadline:
-                time.sleep(0.05)
-                cached = _text(state.get(self.key))
-                if cached and cached != rejected:
-                    return cached
-        try:
-            token, ttl = self.fetch(timeout)
-            state.set(self.key, token, ex=ttl)
-        finally:
-            if locked:
-                _compare_and_delete(state, lock, mine)
-        return token
 
     def fetch(self, timeout: float) -> tuple[str, int]:
         """POST app_id/app_secret; the token and how long (s) it may be cached."""
@@ -125,8 +87,7 @@ class TenantTokens:
         body = _json(response)
         token, expire = body.get("tenant_access_token"), body.get("expire")
         if 200 <= response.status < 300 and body.get("code") == 0 and token:
-            life = expire if isinstance(expire, int) and expire > 0 else 7200
-            return str(token), life - EARLY if life > 2 * EARLY else max(1, life // 2)
+            return str(token), cache_life(expire)
         what = "Feishu refused a tenant access token"
         code = body.get("code")
         if not isinstance(code, int):
@@ -225,12 +186,3 @@ def _json(response: HttpAnswer) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _compare_and_delete(state: Any, key: str, value: str) -> None:
-    """Delete ``key`` only if it still holds ``value`` (relay/state/lua/compare_and_delete.lua)."""
-    load_script(state, "compare_and_delete.lua")(keys=[key], args=[value])
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value

@@ -42,18 +42,17 @@ from relay.state import keys
 from workers.net.addresses import check_url
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import excerpt, parse_retry_after, response_text
+from workers.net.shared_tokens import SharedToken, cache_life
 from workers.pm.flow import PmTarget
 from workers.pm.options import PmOptions
 from workers.pm.spec import RELAY_LABEL, AmbiguousOutcome, AssigneeRefused, TaskRef, TaskSpec
 from workers.targets.base import DeliveryContext
-from workers.targets.dingtalk_app import AccessTokens
 
 API_VERSION = "2022-11-28"
 TITLE_LIMIT = 256  # characters GitHub takes in an issue title
 BODY_LIMIT = 65_000  # GitHub refuses bodies over 65,536 characters; room for the marker
 FIND_PAGES = 2  # pages of 50 of the newest labelled issues that ``find`` reads
 SECONDARY_WAIT = 60.0  # seconds after a secondary limit that names no wait (GitHub's advice)
-TOKEN_EARLY = 300  # seconds before expiry a cached installation token is dropped
 REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 NUMBER = re.compile(r"^#?(\d{1,10})$")
 
@@ -139,9 +138,9 @@ def api_headers(authorization: str) -> dict[str, str]:
     }
 
 
-class InstallationTokens(AccessTokens):
-    """A GitHub App installation token, cached in Redis for every worker (the locking
-    and waiting of ``AccessTokens``); GitHub's tokens live an hour."""
+class InstallationTokens(SharedToken):
+    """A GitHub App installation token, shared by every worker
+    (``workers.net.shared_tokens``); GitHub's tokens live an hour."""
 
     def __init__(  # noqa: PLR0913 - one value per piece of the app's identity
         self,
@@ -151,12 +150,11 @@ class InstallationTokens(AccessTokens):
         private_key: str,
         allow_private: bool,
     ) -> None:
+        digest = hashlib.sha256(f"{api_base}\n{app_id}\n{installation_id}".encode()).hexdigest()
+        super().__init__(keys.github_token(digest[:32]))
         self.url = f"{api_base}/app/installations/{installation_id}/access_tokens"
         self.app_id, self.private_key = app_id, private_key
         self.allow_private = allow_private
-        digest = hashlib.sha256(f"{api_base}\n{app_id}\n{installation_id}".encode()).hexdigest()
-        self.key = f"{keys.PREFIX}github:token:{digest[:32]}"
-        self._local: tuple[str, float] | None = None
 
     def fetch(self, timeout: float) -> tuple[str, int]:
         """POST the app's JWT; the installation token and how long (s) it may be cached."""
@@ -195,7 +193,7 @@ def _token_life(expires_at: Any) -> int:
         life = int((expires - datetime.now(UTC)).total_seconds())
     except ValueError:
         life = 3600
-    return life - TOKEN_EARLY if life > 2 * TOKEN_EARLY else max(1, life // 2)
+    return cache_life(life, default=3600) if life > 0 else 1  # already expired: skewed clocks
 
 
 class GitHubClient:

@@ -356,7 +356,7 @@ class LinearClient:
         return team
 
     def cache_key(self, ref: str) -> str:
-        return f"{keys.PREFIX}linear:team:{self.account}:{ref}"
+        return keys.linear_team(self.account, ref)
 
     def cache_get(self, ref: str) -> dict[str, Any] | None:
         """A team cached in Redis (else in this client) within ``TEAM_TTL`` seconds."""

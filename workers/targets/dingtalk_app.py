@@ -12,8 +12,6 @@ codes are retryable; anything else is permanent with DingTalk's own message.
 from __future__ import annotations
 
 import hashlib
-import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -23,11 +21,11 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from relay.config.models import TargetConfig
 from relay.errors import ConfigError, PermanentDeliveryError
 from relay.state import keys
-from relay.state.lua import load_script
 from relay.templates import check_template
 from workers.net.addresses import check_url, safe_url
 from workers.net.http import HttpAnswer
 from workers.net.outcomes import classify
+from workers.net.shared_tokens import SharedToken, cache_life
 from workers.targets.base import BaseTarget, DeliveryContext, DeliveryResult, TargetOptions
 from workers.targets.dingtalk_messages import (
     DEFAULT_MARKDOWN_TEMPLATE,
@@ -47,8 +45,6 @@ from workers.targets.dingtalk_messages import (
 )
 
 SESSION_HOSTS = ["oapi.dingtalk.com", "api.dingtalk.com"]
-EARLY = 300  # seconds: a cached token is dropped this long before DingTalk expires it
-LOCK_WAIT = 5.0  # seconds a worker waits for another worker's token fetch
 
 
 class DingTalkAppOptions(TargetOptions):
@@ -95,50 +91,16 @@ class DingTalkAppOptions(TargetOptions):
         return self
 
 
-class AccessTokens:
-    """The app's access token, cached in Redis for every worker until shortly before it
-    expires. One worker fetches (a ``SET NX`` lock) while the others wait for its result;
-    a worker that waits longer than ``LOCK_WAIT`` fetches too (a rare double fetch is
-    harmless: DingTalk hands out the same token while it is valid). Without Redis the
-    token is cached in the process."""
+class AccessTokens(SharedToken):
+    """The app's access token, shared by every worker (``workers.net.shared_tokens``):
+    DingTalk hands out the same token while it is valid."""
 
     def __init__(self, api_base: str, app_key: str, app_secret: str, allow_private: bool):
+        digest = hashlib.sha256(f"{api_base}\n{app_key}".encode()).hexdigest()[:32]
+        super().__init__(keys.dingtalk_token(digest))
         self.url = f"{api_base}/v1.0/oauth2/accessToken"
         self.credentials = {"appKey": app_key, "appSecret": app_secret}
         self.allow_private = allow_private
-        digest = hashlib.sha256(f"{api_base}\n{app_key}".encode()).hexdigest()[:32]
-        self.key = keys.dingtalk_token(digest)
-        self._local: tuple[str, float] | None = None
-
-    def get(self, state: Any, timeout: float, *, rejected: str | None = None) -> str:
-        """A valid token; ``rejected`` is one DingTalk just refused (never returned)."""
-        if state is None:
-            if self._local and self._local[0] != rejected and self._local[1] > time.monotonic():
-                return self._local[0]
-            token, ttl = self.fetch(timeout)
-            self._local = (token, time.monotonic() + ttl)
-            return token
-        cached = _text(state.get(self.key))
-        if cached and cached != rejected:
-            return cached
-        if cached and rejected:  # forget it, unless another worker already replaced it
-            _compare_and_delete(state, self.key, rejected)
-        lock, mine = f"{self.key}:lock", secrets.token_hex(8)
-        locked = state.set(lock, mine, nx=True, px=int((timeout + LOCK_WAIT) * 1000))
-        if not locked:
-            deadline = time.monotonic() + min(LOCK_WAIT, timeout)
-            while time.monotonic() < deadline:
-                time.sleep(0.05)
-                cached = _text(state.get(self.key))
-                if cached and cached != rejected:
-                    return cached
-        try:
-            token, ttl = self.fetch(timeout)
-            state.set(self.key, token, ex=ttl)
-        finally:
-            if locked:
-                _compare_and_delete(state, lock, mine)
-        return token
 
     def fetch(self, timeout: float) -> tuple[str, int]:
         """POST appKey/appSecret; the token and how long (s) it may be cached."""
@@ -148,8 +110,7 @@ class AccessTokens:
         body = json_body(response) or {}
         token, expires = body.get("accessToken"), body.get("expireIn")
         if 200 <= response.status < 300 and isinstance(token, str) and token:
-            life = expires if isinstance(expires, int) and expires > 0 else 7200
-            return token, life - EARLY if life > 2 * EARLY else max(1, life // 2)
+            return token, cache_life(expires)
         if response.status in (408, 425, 429) or response.status >= 500:
             classify(response)
         code, message = body.get("code") or "", str(body.get("message") or "")[:300]
@@ -158,15 +119,6 @@ class AccessTokens:
             "check app_key and app_secret",
             status=response.status,
         )
-
-
-def _compare_and_delete(state: Any, key: str, value: str) -> None:
-    """Delete ``key`` only if it still holds ``value`` (relay/state/lua/compare_and_delete.lua)."""
-    load_script(state, "compare_and_delete.lua")(keys=[key], args=[value])
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class DingTalkAppTarget(BaseTarget):
