@@ -25,7 +25,6 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from relay.config.models import TargetConfig
 from relay.errors import (
-    ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -331,6 +330,7 @@ class DingTalkTodoTarget(PmTarget):
 
     kind: ClassVar[str] = "dingtalk_todo"
     Options: ClassVar[type[PmOptions]] = DingTalkTodoOptions
+    options: DingTalkTodoOptions
     default_rate_limits: ClassVar[tuple[str, ...]] = ("20/s",)
     title_limit: ClassVar[int] = SUBJECT_LIMIT
     key_pattern: ClassVar[str] = r"[A-Za-z0-9_]{16,64}"
@@ -338,14 +338,7 @@ class DingTalkTodoTarget(PmTarget):
 
     def __init__(self, config: TargetConfig) -> None:
         super().__init__(config)
-        options = config.options
-        if not isinstance(options, DingTalkTodoOptions):
-            options = DingTalkTodoOptions.model_validate(options or {})
-        try:
-            check_url(options.api_base, config.allow_private)
-        except ValueError as exc:
-            raise ConfigError([f"targets.{config.id}.api_base: {exc}"]) from None
-        self.options: DingTalkTodoOptions = options
+        options = self.options
         self.tokens = AccessTokens(
             options.api_base, options.app_key, options.app_secret, config.allow_private
         )

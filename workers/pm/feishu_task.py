@@ -24,7 +24,6 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from relay.config.models import TargetConfig
 from relay.errors import (
-    ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -316,6 +315,7 @@ class FeishuTaskTarget(PmTarget):
 
     kind: ClassVar[str] = "feishu_task"
     Options: ClassVar[type[PmOptions]] = FeishuTaskOptions
+    options: FeishuTaskOptions
     default_rate_limits: ClassVar[tuple[str, ...]] = ("10/s", "100/min")
     title_limit: ClassVar[int] = TEXT_LIMIT
     key_pattern: ClassVar[str] = GUID
@@ -323,14 +323,7 @@ class FeishuTaskTarget(PmTarget):
 
     def __init__(self, config: TargetConfig) -> None:
         super().__init__(config)
-        options = config.options
-        if not isinstance(options, FeishuTaskOptions):
-            options = FeishuTaskOptions.model_validate(options or {})
-        try:
-            check_url(options.api_base, config.allow_private)
-        except ValueError as exc:
-            raise ConfigError([f"targets.{config.id}.api_base: {exc}"]) from None
-        self.options: FeishuTaskOptions = options
+        options = self.options
         self.tokens = TenantTokens(
             options.api_base, options.app_id, options.app_secret, config.allow_private
         )

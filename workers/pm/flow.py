@@ -24,9 +24,12 @@ from zoneinfo import ZoneInfo
 
 from relay.commands import Command, Verb, parse_command
 from relay.commands.model import FOLLOW_UPS
+from relay.config.models import TargetConfig
 from relay.config.people import SOURCE_PLATFORMS
+from relay.errors import ConfigError
 from relay.events import Party
 from relay.state.tasks import Echoes, Ledger, TaskLinks
+from workers.net.addresses import check_url
 from workers.net.outcomes import Chained
 from workers.pm.options import PmOptions
 from workers.pm.spec import (
@@ -94,6 +97,20 @@ class PmTarget(BaseTarget):
     key_pattern: ClassVar[str] = r"[A-Z][A-Z0-9_]+-\d+|#\d+"  # explicit references
     account_platform: ClassVar[str] = ""  # the people-map field holding accounts here
     assign_reports_each: ClassVar[bool] = False  # the tool's webhook: one event per assignee
+    address_option: ClassVar[str] = "api_base"  # the option naming where the tool is
+
+    def __init__(self, config: TargetConfig) -> None:
+        """Options validated, and the tool's address checked against the SSRF guard (a
+        loopback or private address only with ``allow_private``)."""
+        super().__init__(config)
+        options = config.options
+        if not isinstance(options, self.Options):
+            options = self.Options.model_validate(options or {})
+        try:
+            check_url(getattr(options, self.address_option), config.allow_private)
+        except ValueError as exc:
+            raise ConfigError([f"targets.{config.id}.{self.address_option}: {exc}"]) from None
+        self.options = options
 
     def client(self, context: DeliveryContext) -> PmClient:
         raise NotImplementedError

@@ -33,7 +33,6 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from relay.config.models import TargetConfig
 from relay.errors import (
-    ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -509,6 +508,7 @@ class GitHubIssuesTarget(PmTarget):
 
     kind: ClassVar[str] = "github_issues"
     Options: ClassVar[type[PmOptions]] = GitHubIssuesOptions
+    options: GitHubIssuesOptions
     assign_reports_each: ClassVar[bool] = True  # an `assigned` webhook per assignee
     # GitHub's secondary limits on content creation: 80 a minute, 500 an hour.
     default_rate_limits: ClassVar[tuple[str, ...]] = ("80/min", "500/h")
@@ -518,14 +518,7 @@ class GitHubIssuesTarget(PmTarget):
 
     def __init__(self, config: TargetConfig) -> None:
         super().__init__(config)
-        options = config.options
-        if not isinstance(options, GitHubIssuesOptions):
-            options = GitHubIssuesOptions.model_validate(options or {})
-        try:
-            check_url(options.api_base, config.allow_private)
-        except ValueError as exc:
-            raise ConfigError([f"targets.{config.id}.api_base: {exc}"]) from None
-        self.options: GitHubIssuesOptions = options
+        options = self.options
         self.tokens: InstallationTokens | None = None
         if options.token is None:
             assert options.app_id and options.installation_id and options.private_key

@@ -22,9 +22,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from relay.config.models import TargetConfig
 from relay.errors import (
-    ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -314,23 +312,14 @@ class GitLabIssuesTarget(PmTarget):
 
     kind: ClassVar[str] = "gitlab_issues"
     Options: ClassVar[type[GitLabIssuesOptions]] = GitLabIssuesOptions
+    options: GitLabIssuesOptions
+    address_option: ClassVar[str] = "base_url"
     # GitLab's issue-creation limit is 300/min per user and project where it is on
     # (gitlab-org/gitlab!28130), notes 300/min; a delivery makes two to four calls.
     default_rate_limits: ClassVar[tuple[str, ...]] = ("60/min",)
     title_limit: ClassVar[int] = 255
     key_pattern: ClassVar[str] = r"#\d+"
     account_platform: ClassVar[str] = "gitlab"
-
-    def __init__(self, config: TargetConfig) -> None:
-        super().__init__(config)
-        options = config.options
-        if not isinstance(options, GitLabIssuesOptions):
-            options = GitLabIssuesOptions.model_validate(options or {})
-        try:
-            check_url(options.base_url, config.allow_private)
-        except ValueError as exc:
-            raise ConfigError([f"targets.{config.id}.base_url: {exc}"]) from None
-        self.options: GitLabIssuesOptions = options
 
     def client(self, context: DeliveryContext) -> GitLabClient:
         options = self.options

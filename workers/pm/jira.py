@@ -21,9 +21,7 @@ from typing import Any, ClassVar, Literal, NoReturn
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay.config.models import TargetConfig
 from relay.errors import (
-    ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -467,6 +465,8 @@ class JiraTarget(PmTarget):
 
     kind: ClassVar[str] = "jira"
     Options: ClassVar[type[PmOptions]] = JiraOptions
+    options: JiraOptions
+    address_option: ClassVar[str] = "base_url"
     # Atlassian publishes no figure for API-token burst limits (per endpoint, per
     # second); 100 deliveries a minute stays well under them and Retry-After does the rest.
     default_rate_limits: ClassVar[tuple[str, ...]] = ("100/min",)
@@ -475,17 +475,6 @@ class JiraTarget(PmTarget):
         "jira"  # people map: accountId (Cloud) or user name (Data Center)
     )
     key_pattern: ClassVar[str] = r"[A-Z][A-Z0-9_]+-\d+"
-
-    def __init__(self, config: TargetConfig) -> None:
-        super().__init__(config)
-        options = config.options
-        if not isinstance(options, JiraOptions):
-            options = JiraOptions.model_validate(options or {})
-        try:
-            check_url(options.base_url, config.allow_private)
-        except ValueError as exc:
-            raise ConfigError([f"targets.{config.id}.base_url: {exc}"]) from None
-        self.options: JiraOptions = options
 
     def client(self, context: DeliveryContext) -> JiraClient:
         return JiraClient(

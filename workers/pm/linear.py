@@ -25,9 +25,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from relay.config.models import TargetConfig
 from relay.errors import (
-    ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     TargetThrottled,
@@ -458,23 +456,13 @@ class LinearTarget(PmTarget):
 
     kind: ClassVar[str] = "linear"
     Options: ClassVar[type[LinearOptions]] = LinearOptions
+    options: LinearOptions
     # Linear's leaky bucket allows about 5,000 requests an hour per key (83/min);
     # a delivery makes one to three, and the key may serve other tools too.
     default_rate_limits: ClassVar[tuple[str, ...]] = ("80/min",)
     title_limit: ClassVar[int] = 255
     key_pattern: ClassVar[str] = r"[A-Z][A-Z0-9]+-\d+"
     account_platform: ClassVar[str] = "linear"
-
-    def __init__(self, config: TargetConfig) -> None:
-        super().__init__(config)
-        options = config.options
-        if not isinstance(options, LinearOptions):
-            options = LinearOptions.model_validate(options or {})
-        try:
-            check_url(options.api_base, config.allow_private)
-        except ValueError as exc:
-            raise ConfigError([f"targets.{config.id}.api_base: {exc}"]) from None
-        self.options: LinearOptions = options
 
     def client(self, context: DeliveryContext) -> LinearClient:
         options = self.options
