@@ -19,7 +19,8 @@ from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliver
 from relay.events import FileRef
 from relay.intake.sources.dingtalk_robot import DingTalkRobotOptions
 from workers.fetch.base import Download
-from workers.fetch.url import as_download, fetch_url, local, refused, relabel, stream_get
+from workers.fetch.platform import PlatformFetcher
+from workers.fetch.url import as_download, local, refused, relabel, stream_get
 from workers.net.http import HttpAnswer
 from workers.targets.dingtalk_app import AccessTokens
 from workers.targets.dingtalk_messages import api_outcome, json_body, post_json, token_rejected
@@ -27,7 +28,7 @@ from workers.targets.dingtalk_messages import api_outcome, json_body, post_json,
 EXPIRED = (403, 404)  # what an expired or used-up temporary URL answers
 
 
-class DingTalkFetcher:
+class DingTalkFetcher(PlatformFetcher):
     """A fresh ``downloadUrl`` per attempt; access tokens shared through Redis."""
 
     def __init__(self) -> None:
@@ -43,25 +44,16 @@ class DingTalkFetcher:
         return found
 
     @contextmanager
-    def open(
-        self, file: FileRef, source: SourceConfig, *, timeout: float, state: Any = None
+    def open_ref(
+        self, file: FileRef, ref: str, source: SourceConfig, *, timeout: float, state: Any
     ) -> Iterator[Download]:
         opts = source.options
-        if not file.ref:
-            with fetch_url(
-                file.url or "",
-                timeout=timeout,
-                allow_private=bool(getattr(opts, "allow_private", False)),
-                what=f"{file.name}: download",
-            ) as fetched:
-                yield fetched
-            return
         if not isinstance(opts, DingTalkRobotOptions) or not opts.app_key:
             raise PermanentDeliveryError(
                 f"{file.name}: set app_key on source {source.id} to fetch its files"
             )
         secret = opts.app_secret or opts.app_secrets[0]  # the options require one
-        url = self.download_url(opts, secret, file.ref, state, timeout)
+        url = self.download_url(opts, secret, ref, state, timeout)
         what = f"{file.name}: DingTalk file download (temporary URL)"
         with stream_get(
             url, timeout=timeout, allow_private=opts.allow_private, what=what

@@ -22,10 +22,10 @@ from relay.errors import DeliveryError, PermanentDeliveryError
 from relay.events import FileRef
 from relay.intake.sources.feishu import FeishuOptions
 from workers.fetch.base import Download
+from workers.fetch.platform import PlatformFetcher
 from workers.fetch.url import (
     Prefixed,
     as_download,
-    fetch_url,
     local,
     media_type,
     peek_json,
@@ -59,7 +59,7 @@ def parse_ref(ref: str) -> tuple[str, str, str]:
     return message_id, key, kind
 
 
-class FeishuFetcher:
+class FeishuFetcher(PlatformFetcher):
     """One GET per attempt; tenant tokens are shared through Redis (``TenantTokens``)."""
 
     def __init__(self) -> None:
@@ -75,24 +75,15 @@ class FeishuFetcher:
         return found
 
     @contextmanager
-    def open(
-        self, file: FileRef, source: SourceConfig, *, timeout: float, state: Any = None
+    def open_ref(
+        self, file: FileRef, ref: str, source: SourceConfig, *, timeout: float, state: Any
     ) -> Iterator[Download]:
         opts = source.options
-        if not file.ref:
-            with fetch_url(
-                file.url or "",
-                timeout=timeout,
-                allow_private=bool(getattr(opts, "allow_private", False)),
-                what=f"{file.name}: download",
-            ) as fetched:
-                yield fetched
-            return
         if not isinstance(opts, FeishuOptions) or not (opts.app_id and opts.app_secret):
             raise PermanentDeliveryError(
                 f"{file.name}: set app_id and app_secret on source {source.id} to fetch its files"
             )
-        message_id, key, kind = parse_ref(file.ref)
+        message_id, key, kind = parse_ref(ref)
         url = (
             f"{opts.api_base.rstrip('/')}/open-apis/im/v1/messages/{quote(message_id, safe='')}"
             f"/resources/{quote(key, safe='')}?type={kind}"

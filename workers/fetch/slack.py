@@ -19,9 +19,9 @@ from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliver
 from relay.events import FileRef
 from relay.intake.sources.slack import SlackOptions
 from workers.fetch.base import Download
+from workers.fetch.platform import PlatformFetcher
 from workers.fetch.url import (
     as_download,
-    fetch_url,
     media_type,
     redact,
     refused,
@@ -70,30 +70,21 @@ def slack_error(answer: HttpAnswer, what: str, token: str) -> DeliveryError:
     return PermanentDeliveryError(said, status=status, excerpt=text)
 
 
-class SlackFetcher:
+class SlackFetcher(PlatformFetcher):
     """``files.info`` then the download, both with the bot token."""
 
     @contextmanager
-    def open(
-        self, file: FileRef, source: SourceConfig, *, timeout: float, state: Any = None
+    def open_ref(
+        self, file: FileRef, ref: str, source: SourceConfig, *, timeout: float, state: Any
     ) -> Iterator[Download]:
         opts = source.options
-        if not file.ref:  # never from Slack itself; fetched as a plain URL, no token
-            with fetch_url(
-                file.url or "",
-                timeout=timeout,
-                allow_private=bool(getattr(opts, "allow_private", False)),
-                what=f"{file.name}: download",
-            ) as fetched:
-                yield fetched
-            return
         if not isinstance(opts, SlackOptions) or not opts.bot_token:
             raise PermanentDeliveryError(
                 f"{file.name}: set bot_token (with the files:read scope) on source "
                 f"{source.id} to fetch its files"
             )
         token = opts.bot_token
-        info = self.info(opts, token, file.ref, timeout)
+        info = self.info(opts, token, ref, timeout)
         if info.get("is_external"):
             kind = str(info.get("external_type") or "external")[:40]
             raise PermanentDeliveryError(

@@ -22,7 +22,8 @@ from relay.errors import DeliveryError, PermanentDeliveryError, RetryableDeliver
 from relay.events import FileRef
 from relay.intake.sources.telegram import TelegramOptions
 from workers.fetch.base import Download
-from workers.fetch.url import download, fetch_url, redact, relabel
+from workers.fetch.platform import PlatformFetcher
+from workers.fetch.url import download, redact, relabel
 from workers.net.http import HttpAnswer, guarded_pool, send
 from workers.net.outcomes import excerpt, json_object, parse_retry_after, response_text
 
@@ -61,30 +62,21 @@ def telegram_error(answer: HttpAnswer, what: str, token: str) -> DeliveryError:
     return PermanentDeliveryError(said, status=status, excerpt=text)
 
 
-class TelegramFetcher:
+class TelegramFetcher(PlatformFetcher):
     """``getFile`` and a download per attempt: the link is valid for an hour at least,
     and is never kept, since it holds the token."""
 
     @contextmanager
-    def open(
-        self, file: FileRef, source: SourceConfig, *, timeout: float, state: Any = None
+    def open_ref(
+        self, file: FileRef, ref: str, source: SourceConfig, *, timeout: float, state: Any
     ) -> Iterator[Download]:
         opts = source.options
-        if not file.ref:
-            with fetch_url(
-                file.url or "",
-                timeout=timeout,
-                allow_private=bool(getattr(opts, "allow_private", False)),
-                what=f"{file.name}: download",
-            ) as fetched:
-                yield fetched
-            return
         if not isinstance(opts, TelegramOptions) or not opts.bot_token:
             raise PermanentDeliveryError(
                 f"{file.name}: set bot_token on source {source.id} to fetch its files"
             )
         token = opts.bot_token
-        file_path, size = self.file_path(opts, token, file.ref, timeout)
+        file_path, size = self.file_path(opts, token, ref, timeout)
         if opts.local_api and os.path.isabs(file_path):
             with read_local(opts, file_path, file, size) as fetched:
                 yield fetched
