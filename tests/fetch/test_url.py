@@ -14,7 +14,9 @@ from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from relay.events import FileRef
 from relay.intake.sources.hmac import HmacOptions
 from relay.intake.sources.standard_webhooks import StandardWebhooksOptions
+from relay.intake.sources.telegram import TelegramOptions
 from tests.conftest import TEST_SECRET
+from tests.fetch import test_dingtalk, test_feishu, test_slack, test_telegram
 from tests.fetch.fakes import MiB, assert_hidden, fetch_bytes, payload, refusal, sha256
 from workers.fetch.dingtalk import DingTalkFetcher
 from workers.fetch.feishu import FeishuFetcher
@@ -142,3 +144,32 @@ def test_each_kind_has_its_fetcher() -> None:
 
 def test_file_header_values_stay_out_of_the_options_repr() -> None:
     assert AUTH not in repr(webhooks(file_headers={"Authorization": AUTH}).options)
+
+
+def test_a_platform_sources_url_file_goes_without_its_credentials(httpserver: HTTPServer) -> None:
+    """A file of a Telegram, Slack, Feishu or DingTalk source that carries a URL and no
+    platform reference is fetched from that URL as it is: the platform's token never goes
+    to a host it did not name."""
+    data = payload(MiB)
+    seen: list[Request] = []
+
+    def serve(request: Request) -> Response:
+        seen.append(request)
+        return Response(data, 200, mimetype="application/pdf")
+
+    httpserver.expect_request("/shared/plan.pdf").respond_with_handler(serve)
+    file = FileRef(name="plan.pdf", url=httpserver.url_for("/shared/plan.pdf"))
+    base = "http://127.0.0.1:9"  # the platform's API: never asked
+    sources = [
+        test_telegram.source(base),
+        test_slack.source(base),
+        test_feishu.source(base),
+        test_dingtalk.source(base),
+    ]
+    for config in sources:
+        download, got = fetch_bytes(fetcher_for(config.kind), file, config)
+        assert sha256(got) == sha256(data) and download.mime == "application/pdf"
+    assert len(seen) == len(sources)
+    assert not [r for r in seen if "Authorization" in r.headers or "token" in r.url.lower()]
+    private = SourceConfig(id="tg", kind="telegram", options=TelegramOptions(bot_token="1:x"))
+    refusal(fetcher_for("telegram"), file, private, PermanentDeliveryError, "loopback")
