@@ -130,6 +130,13 @@ class GroupEvent(BaseModel):
         "thread (Feishu root_id, Slack thread_ts) or the message it quotes (Telegram "
         "reply_to_message, WeCom quote).",
     )
+    link: str | None = Field(
+        None,
+        max_length=2048,
+        description="A link to the message in the platform's own app, where the platform "
+        "has one: Slack (with the source's workspace_url), Telegram groups with a public "
+        "username and supergroups.",
+    )
     reply: ReplyHandle | None = None
     files: list[FileRef] = Field(default_factory=list)
     task: TaskChange | None = Field(None, description="The task a task.* event is about.")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from relay.errors import (
     RetryableDeliveryError,
     TargetThrottled,
 )
-from relay.events import Party
+from relay.events import FileRef, Party
 from tests.pm.github_fake import (
     APP_ID,
     INSTALLATION_ID,
@@ -488,3 +489,35 @@ def test_a_chat_command_becomes_one_issue_that_follow_ups_change(
     assert say("dlv_3", "done #1") == f"closed #1 {url}"
     assert github.issues[1]["state_reason"] == "completed"
     assert len(github.calls("POST", f"/repos/{REPO}/issues")) == 2  # refused, then made once
+
+
+def test_the_default_body_quotes_the_message_and_links_back_to_it(
+    github: FakeGitHub, redis_client: redis.Redis
+) -> None:
+    """The issue's body: the message quoted, who wrote it where and when, the link to the
+    message in the chat app (where the platform has one) and the attached files."""
+    target = build_target(
+        GitHubIssuesTarget, "ops-github", api_base=github.base, repo=REPO, token=TOKEN
+    )
+    link = "https://acme.slack.com/archives/C0OPS/p1765000000000100"
+
+    def create(delivery: str, **event: Any) -> str:
+        context = delivery_context(
+            delivery,
+            state=redis_client,
+            source_kind="slack",
+            text="task Fix the login timeout",
+            occurred_at=datetime(2026, 12, 6, 9, 30, tzinfo=UTC),
+            files=[FileRef(name="trace.log", size=2048, ref="F1")],
+            **event,
+        )
+        target.deliver(context)
+        return str(github.issues[len(github.issues)]["body"])
+
+    assert create("dlv_1", link=link).startswith(
+        "> task Fix the login timeout\n— Grace in Ops room, 2026-12-06 09:30 UTC\n"
+        f"{link}\nFiles:\n- trace.log (2048 bytes)\n"
+    )
+    assert create("dlv_2").startswith(  # a platform without links: none
+        "> task Fix the login timeout\n— Grace in Ops room, 2026-12-06 09:30 UTC\nFiles:"
+    )

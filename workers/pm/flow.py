@@ -50,7 +50,8 @@ DEFAULT_BODY = """\
 — {{ event.sender.name or event.sender.id if event.sender else "someone" }}\
 {% if event.group %} in {{ event.group.name or event.group.id }}{% endif %}, \
 {{ event.occurred_at.strftime("%Y-%m-%d %H:%M UTC") }}
-{% if event.files %}
+{% if event.link %}{{ event.link }}
+{% endif %}{% if event.files %}
 Files:
 {% for f in event.files %}- {{ f.name }}{% if f.size %} ({{ f.size }} bytes){% endif %}
 {% endfor %}{% endif %}"""

@@ -92,6 +92,11 @@ class SlackOptions(SourceOptions):
         description="Slack's Web API.",
     )
     allow_private: bool = Field(False, description="Let file fetches reach a private address.")
+    workspace_url: str | None = Field(
+        None,
+        pattern=r"^https://[A-Za-z0-9-]+\.(slack|enterprise\.slack)\.com/?$",
+        description="https://<workspace>.slack.com: events link back to their messages.",
+    )
 
     @model_validator(mode="after")
     def _has_secret(self) -> SlackOptions:
@@ -234,9 +239,11 @@ class SlackSource(BaseSource):
             event_id = slack_payloads.text_of(body, "event_id")
             if not event_id or len(event_id) > 256:
                 raise BadRequest("event_callback without an event_id", code="invalid_payload")
-            return Parsed(
-                slack_payloads.event_from_callback(self.config.id, body, bot_user_id=bot), event_id
-            )
+            event = slack_payloads.event_from_callback(self.config.id, body, bot_user_id=bot)
+            if self.options.workspace_url:
+                link = slack_payloads.permalink(self.options.workspace_url, event)
+                event = event.model_copy(update={"link": link})
+            return Parsed(event, event_id)
         key = None
         if body["type"] == "app_rate_limited":
             key = f"app_rate_limited:{body.get('minute_rate_limited')}"[:256]

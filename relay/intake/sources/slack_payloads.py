@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from pydantic import ValidationError
 
@@ -283,6 +284,19 @@ def event_from_callback(
         or parse_ts(body.get("event_time"))
     )
     return _build(source_id, body, fields)
+
+
+def permalink(workspace_url: str, event: GroupEvent) -> str | None:
+    """Slack's permalink of the event's message, as ``chat.getPermalink`` makes it:
+    ``<workspace>/archives/<channel>/p<ts without the dot>``, and for a reply in a
+    thread ``?thread_ts=<root ts>&cid=<channel>``."""
+    if not event.message_id or event.type not in ("message.created", "file.shared"):
+        return None
+    channel, _, ts = event.message_id.partition(":")
+    path = f"{quote(channel, safe='')}/p{quote(ts.replace('.', ''), safe='')}"
+    base = f"{workspace_url.rstrip('/')}/archives/{path}"
+    root = event.in_reply_to.partition(":")[2] if event.in_reply_to else None
+    return f"{base}?{urlencode({'thread_ts': root, 'cid': channel})}" if root else base
 
 
 def event_from_other(source_id: str, body: dict[str, Any]) -> GroupEvent:

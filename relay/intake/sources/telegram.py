@@ -71,6 +71,11 @@ class TelegramOptions(SourceOptions):
     local_root: str | None = Field(
         None, min_length=1, description="With local_api: only files under this folder are read."
     )
+    message_links: str | None = Field(
+        None,
+        description="Base of links to messages (https://t.me); unset: https://t.me when "
+        "api_base is Telegram's, none otherwise (SafeW); empty: none.",
+    )
 
     @field_validator("secret_token")
     @classmethod
@@ -95,6 +100,24 @@ class TelegramOptions(SourceOptions):
         if not _TOKEN.fullmatch(value):
             raise ValueError(f"{value!r} is not an HTTP header name")
         return value
+
+    @field_validator("message_links")
+    @classmethod
+    def _links(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("message_links must be an https URL such as https://t.me")
+        return value.rstrip("/")
+
+    @property
+    def link_base(self) -> str | None:
+        """Where links to messages point: ``message_links``, else t.me for Telegram's own
+        Bot API (a SafeW or other server's chats have no t.me links)."""
+        if self.message_links is not None:
+            return self.message_links or None
+        return "https://t.me" if self.api_base == DEFAULT_API else None
 
     @field_validator("api_base")
     @classmethod
@@ -202,7 +225,10 @@ class TelegramSource(BaseSource):
         update_id = update.get("update_id")
         if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
             raise BadRequest("update_id is missing or not an integer", code="invalid_update")
-        return Parsed(event_from_update(self.config.id, update, self.bot), str(update_id))
+        event = event_from_update(
+            self.config.id, update, self.bot, link_base=self.options.link_base
+        )
+        return Parsed(event, str(update_id))
 
     def reply(self, request: InboundRequest, event_id: str, *, duplicate: bool) -> Reply:
         """200 either way. The body has no ``method`` key, so Telegram runs nothing."""

@@ -196,7 +196,25 @@ def _replied_id(chat_id: int | None, message: dict[str, Any]) -> str | None:
     return _composed_id(_int(_obj(original.get("chat")).get("id")) or chat_id, original)
 
 
-def _message_fields(message: dict[str, Any], bot: BotIdentity, edited: bool) -> dict[str, Any]:
+def message_link(base: str | None, chat: dict[str, Any], message: dict[str, Any]) -> str | None:
+    """A link to the message under ``base`` (``https://t.me``): ``<username>/<id>`` in a
+    chat with a public username, ``c/<chat id without -100>/<id>`` in a private
+    supergroup (it opens for its members); basic groups and private chats have none."""
+    message_id = _int(message.get("message_id"))
+    if not base or message_id is None:
+        return None
+    username = _str(chat.get("username"), 64)
+    if username and username.replace("_", "").isalnum():
+        return f"{base}/{username}/{message_id}"
+    chat_id = str(_int(chat.get("id")) or "")
+    if chat.get("type") in ("supergroup", "channel") and chat_id.startswith("-100"):
+        return f"{base}/c/{chat_id[4:]}/{message_id}"
+    return None
+
+
+def _message_fields(
+    message: dict[str, Any], bot: BotIdentity, edited: bool, link_base: str | None = None
+) -> dict[str, Any]:
     """Type and fields of a (new or edited) message; see docs/sources/telegram.md."""
     chat = _obj(message.get("chat"))
     group = chat_party(chat)
@@ -213,6 +231,7 @@ def _message_fields(message: dict[str, Any], bot: BotIdentity, edited: bool) -> 
     chat_id = _int(chat.get("id"))
     fields["message_id"] = _composed_id(chat_id, message)
     fields["in_reply_to"] = _replied_id(chat_id, message)
+    fields["link"] = message_link(link_base, chat, message)
     text = _str(message.get("text"), 1 << 20)
     entities = message.get("entities")
     if text is None:
@@ -268,12 +287,15 @@ def update_kind(update: dict[str, Any]) -> str | None:
     return None
 
 
-def event_from_update(source_id: str, update: dict[str, Any], bot: BotIdentity) -> GroupEvent:
-    """Map one ``Update`` (already known to carry an ``update_id``) to a ``GroupEvent``."""
+def event_from_update(
+    source_id: str, update: dict[str, Any], bot: BotIdentity, *, link_base: str | None = None
+) -> GroupEvent:
+    """Map one ``Update`` (already known to carry an ``update_id``) to a ``GroupEvent``;
+    ``link_base`` (``https://t.me``) gives messages their ``link``."""
     kind = update_kind(update)
     payload = _obj(update.get(kind)) if kind else {}
     if kind in MESSAGE_KINDS or kind in EDIT_KINDS:
-        fields = _message_fields(payload, bot, edited=kind in EDIT_KINDS)
+        fields = _message_fields(payload, bot, edited=kind in EDIT_KINDS, link_base=link_base)
     else:
         fields = _other_fields(payload)
     try:

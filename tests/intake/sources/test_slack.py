@@ -62,6 +62,7 @@ OLD_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 BOT = "U0BOT0001"
 TEAM = "T0TEAM001"
 FORM = "application/x-www-form-urlencoded"
+WORKSPACE = "https://acme.slack.com"
 SOURCES: list[dict[str, Any]] = [
     {
         "id": "slack",
@@ -73,6 +74,7 @@ SOURCES: list[dict[str, Any]] = [
     {"id": "team", "kind": "slack", "signing_secret": SECRET, "team_id": TEAM},
     {"id": "vector", "kind": "slack", "signing_secret": V_SECRET, "tolerance": "100000d"},
     {"id": "quiet", "kind": "slack", "signing_secret": SECRET, "command_ack": ""},
+    {"id": "linked", "kind": "slack", "signing_secret": SECRET, "workspace_url": WORKSPACE},
 ]
 
 
@@ -1116,3 +1118,33 @@ def test_other_sources_never_send_the_slack_header(client: FlaskClient) -> None:
     response = client.post("/hooks/nope", data=b"{", headers={"Content-Type": "application/json"})
     assert response.status_code == 404
     assert "X-Slack-No-Retry" not in response.headers
+
+
+# -- links back to the message ------------------------------------------------------------------
+
+
+def test_with_workspace_url_a_message_links_back_as_chat_getpermalink_would(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    def linked(event: dict[str, Any], source_id: str = "linked") -> Any:
+        body = envelope(event, event_id=f"Ev{len(event)}{event.get('ts', '')}")
+        response = post(client, body, sign(body), source_id)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return stored_event(redis_client, response.headers["X-Relay-Event-Id"])["link"]
+
+    base = f"{WORKSPACE}/archives/C0OPS0001/p1700000123000200"
+    assert linked(MESSAGE) == base
+    reply = {**MESSAGE, "ts": "1700000200.000300", "thread_ts": "1700000123.000200"}
+    assert linked(reply) == (
+        f"{WORKSPACE}/archives/C0OPS0001/p1700000200000300"
+        "?thread_ts=1700000123.000200&cid=C0OPS0001"
+    )
+    joined = {"type": "member_joined_channel", "channel": "C0OPS0001", "user": "U0ADA0001"}
+    assert linked(joined) is None  # not a message
+    assert linked({**MESSAGE, "ts": "1700000999.000100"}, source_id="slack") is None
+
+
+def test_workspace_url_is_a_slack_workspace() -> None:
+    assert source(workspace_url="https://acme.enterprise.slack.com").options.workspace_url
+    with pytest.raises(ConfigError, match="workspace_url"):
+        source(workspace_url="https://evil.example/acme")

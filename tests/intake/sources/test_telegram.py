@@ -585,3 +585,46 @@ def test_arbitrary_json_with_the_secret(fuzz_client: FlaskClient, value: Any) ->
         isinstance(value, dict) and type(value.get("update_id")) is int and value["update_id"] >= 0
     )
     assert (response.status_code == 200) == well_formed
+
+
+# -- links back to the message ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chat", "link"),
+    [
+        (CHAT, "https://t.me/c/1234567890/7"),  # a private supergroup: for its members
+        ({**CHAT, "username": "acme_ops"}, "https://t.me/acme_ops/7"),  # a public one
+        ({"id": -4012345, "title": "Ops", "type": "group"}, None),  # a basic group: none
+        ({"id": 42, "type": "private"}, None),
+    ],
+)
+def test_a_message_links_back_to_itself_where_telegram_has_a_link(
+    client: FlaskClient, redis_client: redis.Redis, chat: dict[str, Any], link: str | None
+) -> None:
+    event = stored(client, redis_client, update(chat=chat, text="task Fix the login"))
+    assert event.get("link") == link
+
+
+def test_links_follow_the_server_and_the_option(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    public = update(chat={**CHAT, "username": "acme_ops"}, text="hi")
+    safew = client.post(
+        "/hooks/safew",
+        data=json.dumps(public),
+        headers=headers(SECRET, "X-SafeW-Bot-Api-Secret-Token"),
+    )
+    assert safew.status_code == 200  # a SafeW chat has no t.me link
+    assert stored_event(redis_client, safew.get_json()["event_id"])["link"] is None
+
+    def link(**options: Any) -> str | None:
+        return source(secret_token=SECRET, **options).parse_update(public).event.link
+
+    assert link() == "https://t.me/acme_ops/7"
+    assert link(api_base="https://api.safew.org") is None
+    own = link(api_base="https://api.safew.org", message_links="https://safew.example/")
+    assert own == "https://safew.example/acme_ops/7"
+    assert link(message_links="") is None
+    with pytest.raises(ConfigError, match="message_links must be an https URL"):
+        link(message_links="http://t.me")
