@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     scheduler_interval: Duration = Field(0.2, description="How often the scheduler polls.")
     worker_concurrency: int = Field(64, ge=1, description="Green threads per worker process.")
     state_dir: Path = Field(Path(".relay"), description="Where `relay up` keeps embedded Redis.")
+    liveness_file: Path | None = Field(
+        None,
+        description="A file the scheduler, poller and workers touch as their loop turns, "
+        "for a liveness probe (`relay alive`); unset: none. See docs/kubernetes.md.",
+    )
     secret_key: str | None = Field(
         None,
         repr=False,

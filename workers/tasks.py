@@ -12,7 +12,7 @@ from celery.signals import task_received, worker_init
 from relay.errors import ConfigError
 from relay.logging import configure_logging, quiet_celery_task_lines
 from relay.state import keys
-from workers import heartbeat
+from workers import heartbeat, liveness
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.delivery import run_deliveries
@@ -36,6 +36,7 @@ def _load_config_at_start(sender: Any = None, **_: Any) -> None:
         raise SystemExit(1) from None
     nodename = getattr(sender, "hostname", None) or socket.gethostname()
     heartbeat.start(settings, nodename, ctx.store.redis)
+    liveness.start(settings.liveness_file)
 
 
 @task_received.connect  # type: ignore[untyped-decorator]

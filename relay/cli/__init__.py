@@ -16,6 +16,7 @@ def main() -> None:
 
 def _register() -> None:
     from relay.cli import (
+        alive,
         check,
         dlq,
         init,
@@ -32,6 +33,7 @@ def _register() -> None:
     )
 
     modules = (
+        alive,
         check,
         dlq,
         init,

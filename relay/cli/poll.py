@@ -17,6 +17,7 @@ import structlog
 
 from relay.cli.common import load_runtime
 from relay.intake.poller import Poller, PollError, PollInterrupted, PollRetryLater
+from relay.liveness import LivenessFile
 from relay.logging import configure_logging
 
 
@@ -43,7 +44,7 @@ def poll(source_id: str | None, once: bool, config_path: Path | None) -> None:
         if once:
             click.echo("no SOURCE given and RELAY_POLL_SOURCE is not set", err=True)
             raise SystemExit(1)
-        _idle()
+        _idle(LivenessFile(runtime.settings.liveness_file))
         return
     # urllib3 would name the request path, which holds the bot token, in its warnings.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -67,7 +68,7 @@ def poll(source_id: str | None, once: bool, config_path: Path | None) -> None:
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        poller.run(stop)
+        poller.run(stop, LivenessFile(runtime.settings.liveness_file))
     except PollError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None
@@ -77,15 +78,17 @@ def poll(source_id: str | None, once: bool, config_path: Path | None) -> None:
         poller.close()
 
 
-def _idle() -> None:
-    """Nothing to poll: say so once and wait for the stop signal."""
+def _idle(alive: LivenessFile) -> None:
+    """Nothing to poll: say so once and wait for the stop signal (alive all the while)."""
     structlog.get_logger("relay.poller").info(
         "poller.idle", reason="RELAY_POLL_SOURCE is not set; nothing to poll"
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    stop.wait()
+    while not stop.is_set():
+        alive.touch()
+        stop.wait(alive.every)
 
 
 def _once(poller: Poller) -> None:

@@ -10,6 +10,7 @@ import click
 
 from relay.cli.common import load_settings
 from relay.errors import ConfigError
+from relay.liveness import LivenessFile
 from relay.logging import configure_logging
 from relay.state.connection import redis_client
 from relay.state.outbox import Outbox
@@ -37,7 +38,7 @@ def scheduler() -> None:
     signal.signal(signal.SIGINT, _stop)
     Scheduler(
         client, outbox, interval=settings.scheduler_interval, retention=settings.retention
-    ).run(stop)
+    ).run(stop, LivenessFile(settings.liveness_file))
 
 
 COMMANDS = [scheduler]

@@ -32,6 +32,7 @@ from relay.guarded import BlockedAddress, guarded_session
 from relay.intake.accept import Intake
 from relay.intake.sources.base import Parsed
 from relay.intake.sources.telegram import TelegramSource
+from relay.liveness import LivenessFile
 from relay.redact import redact
 from relay.state import keys
 
@@ -272,11 +273,14 @@ class Poller:
         self.failures = 0
         return count
 
-    def run(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set (a batch in progress is finished first)."""
+    def run(self, stop: threading.Event, alive: LivenessFile | None = None) -> None:
+        """Poll until ``stop`` is set (a batch in progress is finished first); ``alive``
+        is touched every turn, also while the API or Redis is away."""
         log.info("poll.started", source=self.source_id, api=self.api_base, method="getUpdates")
         try:
             while not stop.is_set():
+                if alive is not None:
+                    alive.touch()
                 try:
                     self.poll_once()
                 except PollRetryLater as retry:

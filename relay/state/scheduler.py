@@ -34,6 +34,7 @@ from collections import Counter
 import redis
 import structlog
 
+from relay.liveness import LivenessFile
 from relay.state import keys
 from relay.state.celery_message import encode_task_message
 from relay.state.gate import FULL_WAIT, PAUSE_RECHECK, PROBE_BUSY_WAIT
@@ -180,9 +181,12 @@ class Scheduler:
         self.redis.set(keys.SCHEDULER_HEARTBEAT, f"{now:.6f}", ex=3600)
         return released, requeued
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, alive: LivenessFile | None = None) -> None:
+        """Tick until ``stop``; ``alive`` is touched every turn, also while Redis is away."""
         log.info("scheduler.started", interval=self.interval)
         while not stop.is_set():
+            if alive is not None:
+                alive.touch()
             try:
                 released, requeued = self.tick()
             except redis.RedisError as exc:

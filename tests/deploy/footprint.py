@@ -5,9 +5,8 @@ the manifests run it (gunicorn, ``WEB_CONCURRENCY=2``, 8 threads), one gevent wo
 with 64 green threads, a scheduler and a loopback sink, sends signed events through
 the receiver to one webhook target, and prints per process: proportional set size (PSS,
 what a cgroup charges once for pages the gunicorn processes share) when idle and at its
-peak under load, and CPU seconds per event. It also runs the workers' liveness probe
-(``celery inspect ping``) and prints its peak RSS, which the worker's memory limit must
-leave room for.
+peak under load, and CPU seconds per event. (The liveness probes are a shell line that
+reads a file's age: nothing to measure.)
 
     .venv/bin/python -m tests.deploy.footprint [--events 3000] [--senders 16]
 """
@@ -16,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import subprocess
 import threading
 import time
 import urllib.request
@@ -26,7 +23,6 @@ from pathlib import Path
 
 from bench.common import (
     PY,
-    ROOT,
     base_env,
     bench_run,
     drain,
@@ -91,21 +87,6 @@ def post(port: int) -> int:
         return int(reply.status)
 
 
-def probe_peak_rss_kib(env: dict[str, str], node: str) -> tuple[int, int]:
-    """The worker liveness probe's exit code and the peak RSS of its process, in KiB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    command = [PY, "-m", "celery", "-A", "workers.celery_app", "inspect", "ping"]
-    done = subprocess.run(
-        [*command, "--timeout", "10", "-d", node],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        check=False,
-    )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return done.returncode, max(peak, before)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=3000)
@@ -145,7 +126,6 @@ def main() -> int:
         sampler.stop.set()
         sampler.join()
         cpu = {name: cpu_seconds(pgid) - cpu_before[name] for name, pgid in groups.items()}
-        code, probe_kib = probe_peak_rss_kib(env, node)
         accepted = sum(1 for s in statuses if s == 202)
         print(f"{accepted}/{args.events} accepted, {sink.total()} delivered in {seconds:.1f} s")
         print(f"{'process':<10} {'idle PSS':>10} {'peak PSS':>10} {'CPU ms/event':>13}")
@@ -155,9 +135,6 @@ def main() -> int:
                 f"{name:<10} {idle[name] / 1024:>8.0f} MiB {sampler.peak[name] / 1024:>6.0f} MiB"
                 f" {per_event:>13.2f}"
             )
-        print(
-            f"worker probe (celery inspect ping): exit {code}, peak RSS {probe_kib / 1024:.0f} MiB"
-        )
     return 0
 
 

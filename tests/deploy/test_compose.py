@@ -66,3 +66,14 @@ def test_the_sentinel_profile(services: dict[str, Any]) -> None:
         assert "exec redis-sentinel" in script
     # The header shows the URL that points every relay process at the sentinels.
     assert SENTINEL_URL in COMPOSE.read_text()
+
+
+def test_workers_and_schedulers_report_a_wedged_loop(services: dict[str, Any]) -> None:
+    """Their health check is ``relay alive`` on the file their loops touch (tested for
+    real in test_liveness_probes.py)."""
+    looping = [n for n in services if n.startswith(("worker-", "scheduler-"))]
+    assert len(looping) == 7
+    for name in looping:
+        service = services[name]
+        assert service["healthcheck"]["test"] == ["CMD", "relay", "alive", "--max-age", "60"]
+        assert service["environment"]["RELAY_LIVENESS_FILE"] == "/tmp/relay-alive"

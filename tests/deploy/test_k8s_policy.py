@@ -15,17 +15,14 @@ from typing import Any
 import yaml
 
 from relay.config.loader import load_config
+from relay.liveness import PROBE_COMMAND
 from relay.state import keys
 from tests.deploy.conftest import K8S, ROOT
 from tests.deploy.kustomize import Obj, containers, identity, pod_specs
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 # Containers without a liveness probe, and why (docs/kubernetes.md says the same).
-NO_LIVENESS = {
-    "scheduler": "no per-process check exists; a Redis check would restart both schedulers "
-    "during a Redis outage",
-    "poller": "as the scheduler",
-}
+NO_LIVENESS: dict[str, str] = {}
 SECRETISH = re.compile(r"(secret|token|password|passwd|api_?key|credential)", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"\w+://[^\s/@:]*:[^\s/@]+@")
 
@@ -114,7 +111,7 @@ def test_every_queue_has_exactly_one_worker_family(overlay: tuple[str, list[Obj]
         assert obj["metadata"]["name"] == f"worker-{family}" and node == family
         (container,) = obj["spec"]["template"]["spec"]["containers"]
         probe = " ".join(container["livenessProbe"]["exec"]["command"])
-        assert f'-d "{family}@$HOSTNAME"' in probe  # pings this pod's own worker
+        assert probe == f"sh -c {PROBE_COMMAND}"  # the age of this pod's own liveness file
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert container["command"][container["command"].index("-c") + 1] == (
             "$(RELAY_WORKER_CONCURRENCY)"
