@@ -196,7 +196,9 @@ def send(
             timeout=Timeout(connect=timeout, read=timeout),
             preload_content=False,
         )
+        connection = raw.connection
         content = _read_capped(raw, deadline)
+        drop_if_refused(raw, connection, sent_body=data is not None)
     except BlockedAddress as exc:
         raise PermanentDeliveryError(f"refused to connect to {where}: {exc}") from None
     except ValueError as exc:  # a bad URL (urllib3's URL errors are ValueErrors) or header
@@ -224,6 +226,16 @@ def _dry_answer(
     run.capture(method, url, {name: headers[name] for name in headers}, data)
     answer_headers = {"Content-Type": "application/json", "X-Relay-Dry-Run": "1"}
     return HttpAnswer(status=200, headers=answer_headers, body=dryrun.SYNTHETIC_ANSWER, url=url)
+
+
+def drop_if_refused(raw: BaseHTTPResponse, connection: Any, *, sent_body: bool) -> None:
+    """Close, never reuse, a connection whose request body the server refused (any
+    answer but a success). It may have answered before reading the whole body, and the
+    rest would be taken for the start of the next request on that connection. Called
+    once the answer is read (urllib3 hands a fully read connection back to its pool by
+    then): a closed connection in the pool is opened again when next taken."""
+    if sent_body and not 200 <= raw.status < 300 and connection is not None:
+        connection.close()
 
 
 def _read_capped(raw: BaseHTTPResponse, deadline: float) -> bytes:

@@ -23,7 +23,7 @@ from urllib3.util import Timeout, parse_url
 from relay.addresses import safe_url
 from relay.errors import PermanentDeliveryError, RetryableDeliveryError
 from relay.guarded import BlockedAddress
-from workers.net.http import DEFAULT_HEADERS, HttpAnswer, _reason, guarded_pool
+from workers.net.http import DEFAULT_HEADERS, HttpAnswer, _reason, drop_if_refused, guarded_pool
 
 Body = bytes | Iterable[bytes] | Any  # bytes, an iterable of chunks, or a reader
 
@@ -84,7 +84,8 @@ def open_stream(
     length: int | None = None,
 ) -> Iterator[StreamAnswer]:
     """Send a request and yield the answer with its body unread; the connection is
-    closed (not reused) unless the body was read to the end.
+    closed (not reused) unless the answer's body was read to the end and, for a request
+    with a body, the answer is a success (``drop_if_refused``).
 
     ``data`` may be bytes, an iterable of chunks or a reader (``read(n)``); a body of
     unknown ``length`` goes out with ``Transfer-Encoding: chunked``."""
@@ -123,6 +124,7 @@ def open_stream(
     except (BlockedAddress, ValueError, HTTPError, OSError) as exc:
         raise _errors(where, timeout, exc) from None
     answer = StreamAnswer(status=raw.status, headers=raw.headers, url=url, raw=raw)
+    connection = raw.connection
     try:
         yield answer
     finally:
@@ -131,3 +133,4 @@ def open_stream(
         else:
             raw.close()
             raw.release_conn()
+        drop_if_refused(raw, connection, sent_body=data is not None)

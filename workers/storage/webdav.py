@@ -191,15 +191,6 @@ class WebDavStore:
             self.dav.refuse(answer, f"PROPFIND of {path}")
         return _stored(path, answer.body)
 
-    def existing(self, path: str) -> StoredObject | None:
-        """The file another writer put there first. A server that refused the ``PUT``
-        before reading its body may garble the next request on that connection (WsgiDAV
-        answers it 400), so one refusal is asked again."""
-        try:
-            return self.stat(path)
-        except PermanentDeliveryError:
-            return self.stat(path)
-
     def put(
         self,
         path: str,
@@ -277,7 +268,7 @@ class WebDavStore:
             "PUT", self.url_of(path), headers=headers, data=data, length=length
         )
         if answer.status == 412 and create_only:
-            raise AlreadyExists(path, existing=self.existing(path))
+            raise AlreadyExists(path, existing=self.stat(path))
         if answer.status == 411:
             raise PermanentDeliveryError(
                 f"WebDAV refused an upload of unknown length (HTTP 411 Length Required) for "
@@ -322,7 +313,7 @@ class WebDavStore:
             }
             answer = self.dav.call("MOVE", f"{upload}.file", headers=headers)
             if answer.status == 412 and create_only:
-                raise AlreadyExists(path, existing=self.existing(path))
+                raise AlreadyExists(path, existing=self.stat(path))
             if not 200 <= answer.status < 300:
                 self.dav.refuse(answer, f"assembling the chunks of {path}")
         except (PermanentDeliveryError, AlreadyExists):
