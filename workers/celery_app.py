@@ -6,11 +6,12 @@ than any task may run. Settings are read from ``RELAY_*`` when this entry module
 
 A ``redis+sentinel://`` ``RELAY_REDIS_URL`` becomes kombu's Sentinel transport (one
 ``sentinel://`` URL per Sentinel, the master's name as a transport option), so the
-broker follows a failover as the relay's own clients do. Celery's remote control is off
-there: its broadcast consumer reads a pub/sub connection that a failover leaving the old
-primary running never closes, and the worker, waiting for that consumer to stop before
-it reconnects, stops consuming for good. The relay uses no remote control (its workers
-beat through ``workers.heartbeat``).
+broker follows a failover as the relay's own clients do; with ``rediss+sentinel://`` it
+speaks TLS to the Sentinels (``sentinel_kwargs``) and to the master (``broker_use_ssl``).
+Celery's remote control is off there: its broadcast consumer reads a pub/sub connection
+that a failover leaving the old primary running never closes, and the worker, waiting
+for that consumer to stop before it reconnects, stops consuming for good. The relay uses
+no remote control (its workers beat through ``workers.heartbeat``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ def broker_for(settings: Settings) -> tuple[str, str | None, dict[str, Any]]:
     auth = f"{user}{password}@" if user or password else ""
     urls = [f"sentinel://{auth}{_host(host)}:{port}/{found.db}" for host, port in found.sentinels]
     options: dict[str, Any] = {"master_name": found.master}
-    if settings.redis_sentinel_password:  # given any, kombu asks the Sentinels with only these
+    asking: dict[str, Any] = found.tls_options()  # TLS to the Sentinels too
+    if settings.redis_sentinel_password:
+        asking["password"] = settings.redis_sentinel_password
+    if asking:  # given any, kombu asks the Sentinels with only these
         options["sentinel_kwargs"] = {
-            "password": settings.redis_sentinel_password,
+            **asking,
             "socket_timeout": SOCKET_TIMEOUT,
             "socket_connect_timeout": CONNECT_TIMEOUT,
         }

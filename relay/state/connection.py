@@ -15,11 +15,12 @@ open connection, more when it must open one), so a loop logs the error and goes 
 Both take ``RELAY_REDIS_URL``: one server (``redis://``, ``rediss://``, ``unix://``,
 read by redis-py), or a Sentinel set and the name of the master it guards
 (``redis+sentinel://[[user]:password@]host:26379[,host:26379...]/<master>[/<db>]``,
-read by ``SentinelUrl``). One variable keeps every process, ``relay up`` and the CLI's
-choice of Redis on the same single value. A Sentinel-backed client asks the Sentinels
-where the master is whenever it opens a connection and, at most once a second, when it
-hands one out (``FollowingPool``), so after a failover it reaches the new master without
-a restart.
+read by ``SentinelUrl``; ``rediss+sentinel://…?ssl_ca_certs=…`` speaks TLS, verified as
+for ``rediss://``, to the Sentinels and to the master alike). One variable keeps every
+process, ``relay up`` and the CLI's choice of Redis on the same single value. A
+Sentinel-backed client asks the Sentinels where the master is whenever it opens a
+connection and, at most once a second, when it hands one out (``FollowingPool``), so
+after a failover it reaches the new master without a restart.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -38,13 +39,17 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from relay.errors import ConfigError
 from relay.settings import Settings
-from relay.state.redis_tls import check_url
+from relay.state.redis_tls import check_url, tls_params
 
 T = TypeVar("T")
 MAX_PAUSE = 1.0  # seconds callers fail fast after a timeout before one tries Redis again
 SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_TLS_SCHEME = "rediss+sentinel"
 SENTINEL_PORT = 26379
-SENTINEL_FORM = "redis+sentinel://[[user]:password@]host:26379[,host:26379...]/<master>[/<db>]"
+SENTINEL_FORM = (
+    "redis+sentinel://[[user]:password@]host:26379[,host:26379...]/<master>[/<db>], "
+    "or rediss+sentinel://…?ssl_ca_certs=… for TLS"
+)
 # A Sentinel answers where the master is at once; one that takes longer is skipped for the
 # next, so a stalled Sentinel costs a caller this much, not a whole RELAY_REDIS_TIMEOUT.
 SENTINEL_TIMEOUT = 0.5
@@ -60,6 +65,14 @@ class SentinelUrl:
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    tls: dict[str, str] | None = None  # rediss+sentinel: its ssl_* parameters
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's connection options for TLS (certificate verification unless the
+        URL says ``ssl_cert_reqs=none``); empty without TLS."""
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_cert_reqs": "required", **self.tls}
 
     @classmethod
     def parse(cls, url: str) -> SentinelUrl | None:
@@ -68,14 +81,22 @@ class SentinelUrl:
         A malformed one is a ``ConfigError`` naming ``RELAY_REDIS_URL`` and never quoting
         the URL, which may hold a password."""
         scheme, sep, rest = url.partition("://")
-        if not sep or scheme.lower() != SENTINEL_SCHEME:
+        if not sep or scheme.lower() not in (SENTINEL_SCHEME, SENTINEL_TLS_SCHEME):
             return None
         try:
             parts = urlsplit(f"{SENTINEL_SCHEME}://{rest}")
         except ValueError:  # unbalanced IPv6 brackets
             raise _bad_url("cannot be parsed") from None
-        if parts.query or parts.fragment:
-            raise _bad_url("takes no query options")
+        tls = None
+        if scheme.lower() == SENTINEL_TLS_SCHEME:
+            check_url(f"rediss://{rest}")  # TLS options that cannot work, named
+            tls = tls_params(url)
+            if len(tls) != len(parse_qsl(parts.query)):
+                raise _bad_url("takes only ssl_* query options")
+        elif parts.query:
+            raise _bad_url("takes no query options (use rediss+sentinel:// for TLS)")
+        if parts.fragment:
+            raise _bad_url("takes no fragment")
         userinfo, _, hosts = parts.netloc.rpartition("@")
         username, has_password, password = userinfo.partition(":")
         sentinels = tuple(_sentinel_address(host) for host in hosts.split(","))
@@ -90,6 +111,7 @@ class SentinelUrl:
             db=int(db or 0),
             username=unquote(username) or None,
             password=unquote(password) if has_password else None,
+            tls=tls,
         )
 
 
@@ -248,13 +270,15 @@ def client_for(url: str, *, sentinel_password: str | None = None, **options: Any
         asking[name] = min(asking.get(name) or SENTINEL_TIMEOUT, SENTINEL_TIMEOUT)
     if sentinel_password:
         asking["password"] = sentinel_password
-    sentinels = Sentinel(list(found.sentinels), sentinel_kwargs=asking)
+    tls = found.tls_options()  # the Sentinels and the data servers alike
+    sentinels = Sentinel(list(found.sentinels), sentinel_kwargs={**asking, **tls})
     credentials = {"username": found.username, "password": found.password}
     return sentinels.master_for(
         found.master,
         connection_pool_class=FollowingPool,
         db=found.db,
         **{k: v for k, v in credentials.items() if v is not None},
+        **tls,
         **options,
     )
 

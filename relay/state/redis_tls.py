@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from relay.errors import ConfigError
 
 TLS_SCHEME = "rediss"
+SENTINEL_TLS_SCHEME = "rediss+sentinel"
 SETTING = "RELAY_REDIS_URL"
 # Values both redis-py and kombu accept for ``ssl_cert_reqs``.
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
@@ -63,8 +64,14 @@ def check_url(url: str, setting: str = SETTING) -> None:
 def broker_use_ssl(url: str) -> dict[str, Any] | None:
     """Celery's ``broker_use_ssl`` for ``url``: certificate verification (against the
     system's CAs unless the URL names ``ssl_ca_certs``) for a ``rediss://`` URL, which
-    kombu would otherwise skip; ``None`` for any other URL."""
+    kombu would otherwise skip; for ``rediss+sentinel://``, whose broker URLs kombu
+    builds without a query, the URL's ``ssl_*`` options as well; ``None`` for any other."""
     check_url(url)
-    if urlsplit(url).scheme != TLS_SCHEME:
-        return None
-    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    scheme = urlsplit(url).scheme
+    if scheme == TLS_SCHEME:
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if scheme == SENTINEL_TLS_SCHEME:
+        params = tls_params(url)
+        reqs = CERT_REQS[params.pop("ssl_cert_reqs", "required")]
+        return {**params, "ssl_cert_reqs": reqs}
+    return None
