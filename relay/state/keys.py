@@ -203,6 +203,29 @@ def wecom_token(digest: str) -> str:
     return f"{PREFIX}wecom:token:{digest}"
 
 
+def feishu_drive_pace(digest: str) -> str:
+    """ZSET: a Feishu app's Drive calls in the last second (a sliding window), by digest
+    of API base and app id."""
+    return f"{PREFIX}feishu:drive:pace:{digest}"
+
+
+def feishu_folder(digest: str) -> str:
+    """STRING: a Feishu Drive subfolder's token, by digest of API base, root and path."""
+    return f"{PREFIX}feishu:folder:{digest}"
+
+
+def feishu_file(digest: str) -> str:
+    """STRING (JSON): size and SHA-256 of a file a feishu_drive target uploaded, by digest
+    of API base and file token."""
+    return f"{PREFIX}feishu:file:{digest}"
+
+
+def feishu_pending(digest: str) -> str:
+    """STRING (JSON), TTL: a feishu_drive upload under way (its size and SHA-256, and the
+    tokens of the files that had the name before it), by digest of base, folder, name."""
+    return f"{PREFIX}feishu:pending:{digest}"
+
+
 def linear_team(account: str, ref: str) -> str:
     """STRING, TTL: a Linear team (JSON: id, key, name) by key or id, cached for workers."""
     return f"{PREFIX}linear:team:{account}:{ref}"

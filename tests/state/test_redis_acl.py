@@ -319,8 +319,10 @@ ACCESS: dict[str, dict[str, str]] = {
     "linear_team": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "RESEAL": {"web": NO, "worker": NO, "scheduler": NO, "cli": W},  # relay keys rotate-data
     "RESEAL_LOCK": {"web": NO, "worker": NO, "scheduler": NO, "cli": W},
-    "relay:feishu:drive:pace:0a1b": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
-    "relay:feishu:folder:0a1b": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "feishu_drive_pace": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "feishu_folder": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "feishu_file": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
+    "feishu_pending": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "unacked_mutex": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "_kombu.binding.relay.fanout": {"web": NO, "worker": W, "scheduler": NO, "cli": NO},
     "relay.deliver.webhook\x06\x163": {"web": W, "worker": W, "scheduler": W, "cli": W},

@@ -43,6 +43,7 @@ from relay.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from relay.state import keys
 from relay.state.windows import SlidingWindows
 from workers.net.addresses import check_url
 from workers.net.feishu_auth import FEISHU_API, TenantTokens, bearer, feishu_data, with_token
@@ -636,20 +637,20 @@ def _digest(*parts: str) -> str:
 
 def _pace_key(base: str, app_id: str) -> str:
     """ZSET: the app's Drive calls in the last second (a sliding window)."""
-    return f"relay:feishu:drive:pace:{_digest(base, app_id)}"
+    return keys.feishu_drive_pace(_digest(base, app_id))
 
 
 def _folder_key(base: str, root: str, folders: str) -> str:
     """STRING: a subfolder's token, by digest of API base, root folder and its path."""
-    return f"relay:feishu:folder:{_digest(base, root, folders)}"
+    return keys.feishu_folder(_digest(base, root, folders))
 
 
 def _file_key(base: str, token: str) -> str:
     """STRING (JSON): size and SHA-256 of a file this store uploaded."""
-    return f"relay:feishu:file:{_digest(base, token)}"
+    return keys.feishu_file(_digest(base, token))
 
 
 def _pending_key(base: str, parent: str, name: str) -> str:
     """STRING (JSON): an upload under way to ``parent/name``: its size and SHA-256, and
     the tokens of the files that had the name before it."""
-    return f"relay:feishu:pending:{_digest(base, parent, name)}"
+    return keys.feishu_pending(_digest(base, parent, name))
