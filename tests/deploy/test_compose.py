@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from relay.liveness import PROBE_COMMAND
 from relay.state import keys
 from tests.deploy.conftest import ROOT
 
@@ -69,11 +70,11 @@ def test_the_sentinel_profile(services: dict[str, Any]) -> None:
 
 
 def test_workers_and_schedulers_report_a_wedged_loop(services: dict[str, Any]) -> None:
-    """Their health check is ``relay alive`` on the file their loops touch (tested for
-    real in test_liveness_probes.py)."""
+    """Their health check is the Kubernetes probe's shell line on the file their loops
+    touch (tested for real in test_liveness_probes.py)."""
     looping = [n for n in services if n.startswith(("worker-", "scheduler-"))]
     assert len(looping) == 7
     for name in looping:
         service = services[name]
-        assert service["healthcheck"]["test"] == ["CMD", "relay", "alive", "--max-age", "60"]
+        assert service["healthcheck"]["test"] == ["CMD-SHELL", PROBE_COMMAND]
         assert service["environment"]["RELAY_LIVENESS_FILE"] == "/tmp/relay-alive"
