@@ -101,6 +101,14 @@ def test_callers_and_loops_follow_a_failover_and_scripts_load_on_the_new_primary
     assert outbox.accept_event("ops", "evt_1", "{}", dedupe_key="m1", dedupe_ttl=60) is None
     old = sentinels.master_port()
 
+    def replicated() -> bool:  # replication is asynchronous: what this test is not about
+        for node in (n for n in sentinels.nodes if n.port != old):
+            with sentinels.client(node) as replica:
+                if replica.zrange(keys.EVENTS, 0, -1) != [b"evt_1"]:
+                    return False
+        return True
+
+    wait_for(replicated, timeout=10)
     sentinels.failover()
     new = sentinels.wait_for_promotion(old)
 
