@@ -14,12 +14,14 @@ A probe is ``relay alive`` or, with no Python to start, the shell line of
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
+import structlog
+
 TOUCH_EVERY = 5.0  # seconds between touches; a probe allows many times this
 MAX_AGE = 60.0  # seconds: older, and the process counts as wedged
+log = structlog.get_logger("relay.liveness")
 PROBE_COMMAND = (
     'test -n "$(find "$RELAY_LIVENESS_FILE" '
     '-newermt "-${RELAY_LIVENESS_MAX_AGE:-60} seconds" 2>/dev/null)"'
@@ -43,11 +45,11 @@ class LivenessFile:
         self._last = now
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.touch()
-            os.utime(self.path)  # an existing file's time is set too
+            self.path.touch()  # an existing file's time is set too
         except OSError as exc:
             if self.error is None:
                 self.error = f"{self.path}: {exc.strerror or exc}"
+                log.warning("liveness.file_unwritable", error=self.error)
 
 
 def age(path: Path) -> float | None:

@@ -15,7 +15,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _gevent_patched() -> bool:
+def gevent_patched() -> bool:
+    """True under ``-P gevent`` (Celery patches the standard library before tasks load)."""
     try:
         from gevent import monkey
     except ImportError:
@@ -28,7 +29,7 @@ def run_side_by_side(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
     after every call has finished, so no call is abandoned half way."""
     if len(items) <= 1:
         return [call(item) for item in items]
-    if _gevent_patched():
+    if gevent_patched():
         import gevent
 
         greenlets = [gevent.spawn(call, item) for item in items]

@@ -71,13 +71,13 @@ def _dead(
     event_json: str,
     *,
     token: str,
-    breaker: tuple[TargetConfig, ScriptCall | None] | None = None,
+    breaker: tuple[TargetConfig, ScriptCall] | None = None,
 ) -> str:
     """Dead-letter the delivery, keeping the last attempt (if any) and the event; the
     attempt's ``breaker`` record goes in the same round trip."""
-    also = [breaker[1]] if breaker and breaker[1] else []
+    also = [breaker[1]] if breaker else []
     answers = ctx.store.finish_dead(delivery_id, record, reason, event_json, token=token, also=also)
-    if breaker and breaker[1]:
+    if breaker:
         _log_breaker(bound, breaker[0], answers)
     bound.warning("deliver.dead", reason=reason, error=(record or {}).get("error"))
     return AttemptOutcome.DEAD
@@ -438,7 +438,7 @@ def _send(ctx: WorkerContext, claimed: _Claimed) -> str:
             reason,
             event_json,
             token=begun.token,
-            breaker=(target_config, breaker),
+            breaker=(target_config, breaker) if breaker else None,
         )
         _hand_over(ctx, claimed)
         return dead

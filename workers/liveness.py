@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from relay.liveness import LivenessFile
+from workers.concurrency import gevent_patched
 
 log = structlog.get_logger("relay.worker")
 TURN = 1.0  # seconds between looks; the file itself is touched every TOUCH_EVERY
@@ -30,12 +31,11 @@ def start(path: Path | None) -> None:
     def turn(sleep: Callable[[float], None]) -> None:
         while True:
             alive.touch()
-            if alive.error is not None:
-                log.warning("worker.liveness_file_unwritable", error=alive.error)
+            if alive.error is not None:  # reported by the file itself: stop trying
                 return
             sleep(TURN)
 
-    if _gevent_hub():
+    if gevent_patched():
         import gevent
 
         gevent.spawn(turn, gevent.sleep)
@@ -44,12 +44,3 @@ def start(path: Path | None) -> None:
             target=turn, args=(time.sleep,), name="relay-liveness", daemon=True
         ).start()
     log.info("worker.liveness_file", path=str(path))
-
-
-def _gevent_hub() -> bool:
-    """True under ``-P gevent`` (Celery patches the standard library before tasks load)."""
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return bool(monkey.is_module_patched("socket"))

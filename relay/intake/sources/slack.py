@@ -239,10 +239,9 @@ class SlackSource(BaseSource):
             event_id = slack_payloads.text_of(body, "event_id")
             if not event_id or len(event_id) > 256:
                 raise BadRequest("event_callback without an event_id", code="invalid_payload")
-            event = slack_payloads.event_from_callback(self.config.id, body, bot_user_id=bot)
-            if self.options.workspace_url:
-                link = slack_payloads.permalink(self.options.workspace_url, event)
-                event = event.model_copy(update={"link": link})
+            event = slack_payloads.event_from_callback(
+                self.config.id, body, bot_user_id=bot, workspace_url=self.options.workspace_url
+            )
             return Parsed(event, event_id)
         key = None
         if body["type"] == "app_rate_limited":

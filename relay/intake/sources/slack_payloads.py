@@ -267,9 +267,14 @@ def _build(source_id: str, raw: Any, fields: dict[str, Any]) -> GroupEvent:
 
 
 def event_from_callback(
-    source_id: str, body: dict[str, Any], *, bot_user_id: str | None
+    source_id: str,
+    body: dict[str, Any],
+    *,
+    bot_user_id: str | None,
+    workspace_url: str | None = None,
 ) -> GroupEvent:
-    """An ``event_callback`` envelope (``{team_id, event, event_id, event_time, ...}``)."""
+    """An ``event_callback`` envelope (``{team_id, event, event_id, event_time, ...}``);
+    ``workspace_url`` gives messages their ``link``."""
     event = body.get("event")
     if not isinstance(event, dict):
         raise BadRequest("event_callback without an event object", code="invalid_payload")
@@ -278,6 +283,7 @@ def event_from_callback(
         fields = _message(event, bot_user_id)
     else:
         fields = _other(kind, event, bot_user_id)
+    fields["link"] = permalink(workspace_url, fields)
     fields["occurred_at"] = (
         parse_ts(event.get("ts"))
         or parse_ts(event.get("event_ts"))
@@ -286,16 +292,19 @@ def event_from_callback(
     return _build(source_id, body, fields)
 
 
-def permalink(workspace_url: str, event: GroupEvent) -> str | None:
-    """Slack's permalink of the event's message, as ``chat.getPermalink`` makes it:
-    ``<workspace>/archives/<channel>/p<ts without the dot>``, and for a reply in a
-    thread ``?thread_ts=<root ts>&cid=<channel>``."""
-    if not event.message_id or event.type not in ("message.created", "file.shared"):
+def permalink(workspace_url: str | None, fields: dict[str, Any]) -> str | None:
+    """Slack's permalink of a message event's message, as ``chat.getPermalink`` makes
+    it: ``<workspace>/archives/<channel>/p<ts without the dot>``, and for a reply in a
+    thread ``?thread_ts=<root ts>&cid=<channel>``; none without ``workspace_url``."""
+    message_id, answers = fields.get("message_id"), fields.get("in_reply_to")
+    if not workspace_url or not message_id:
         return None
-    channel, _, ts = event.message_id.partition(":")
+    if fields.get("type") not in ("message.created", "file.shared"):
+        return None
+    channel, _, ts = message_id.partition(":")
     path = f"{quote(channel, safe='')}/p{quote(ts.replace('.', ''), safe='')}"
     base = f"{workspace_url.rstrip('/')}/archives/{path}"
-    root = event.in_reply_to.partition(":")[2] if event.in_reply_to else None
+    root = answers.partition(":")[2] if answers else None
     return f"{base}?{urlencode({'thread_ts': root, 'cid': channel})}" if root else base
 
 
